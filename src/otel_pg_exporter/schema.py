@@ -1,0 +1,395 @@
+"""Install and inspect the seed schema: versioned, checksummed, idempotent migrations.
+
+Each ``sql/NNN_name.sql`` file is one migration, applied in its own transaction while holding a
+session advisory lock, so replicas that start together serialise and the migrations run once.
+Applied versions are recorded with a SHA-256 checksum in ``otel_pg_schema_migrations``. A database
+built by hand from the seed guide is *adopted*: the (idempotent) migration runs, changes nothing that
+exists, and is recorded with ``method = 'adopted'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from .dsn import describe, resolve_dsn, safe_message
+from .errors import (
+    ChecksumMismatch,
+    ConnectionFailed,
+    PermissionDenied,
+    SchemaDrift,
+    SchemaError,
+)
+
+BOOKKEEPING_TABLE = "otel_pg_schema_migrations"
+#: Arbitrary constant key for pg_advisory_lock ("otelpg" in ASCII).
+ADVISORY_LOCK_KEY = 0x6F74656C7067
+OPTIONAL_RLS_VERSION = 4
+AUTH_COMPAT_FILE = "compat/supabase_auth_uid.sql"
+
+#: What a migration leaves behind: a query that is true when its objects already exist
+#: (used to tell "adopted" from "applied", and for ``--status`` on an unmanaged database).
+PRESENCE_PROBES: dict[int, str] = {
+    1: "SELECT to_regclass('profiles') IS NOT NULL",
+    2: """SELECT EXISTS (SELECT 1 FROM information_schema.columns
+           WHERE table_schema = current_schema() AND table_name = 'profiles'
+             AND column_name = 'settings')""",
+    3: "SELECT to_regclass('traces') IS NOT NULL AND to_regclass('spans') IS NOT NULL",
+    4: """SELECT count(*) = 6 FROM pg_policies
+           WHERE schemaname = current_schema() AND tablename IN ('traces', 'spans')
+             AND policyname LIKE 'Users can %'""",
+    5: "SELECT to_regprocedure('cleanup_old_traces(integer)') IS NOT NULL",
+}
+
+#: The seed's contract, checked after every install (columns by name, indexes by name).
+EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "profiles": ("id", "settings"),
+    "traces": (
+        "trace_id",
+        "workflow_id",
+        "execution_id",
+        "user_id",
+        "query",
+        "started_at",
+        "completed_at",
+        "total_duration_ms",
+        "status",
+        "error",
+        "total_cost",
+        "total_tokens",
+        "metadata",
+    ),
+    "spans": (
+        "span_id",
+        "trace_id",
+        "parent_span_id",
+        "span_type",
+        "name",
+        "status",
+        "started_at",
+        "completed_at",
+        "duration_ms",
+        "inputs",
+        "outputs",
+        "tokens",
+        "cost",
+        "model",
+        "provider",
+        "error",
+        "error_type",
+        "error_stack",
+        "api_limits",
+        "retry_count",
+        "timeout",
+        "evaluation",
+        "metadata",
+        "child_spans",
+    ),
+}
+EXPECTED_INDEXES: tuple[str, ...] = (
+    "idx_profiles_settings",
+    "idx_traces_workflow_id",
+    "idx_traces_execution_id",
+    "idx_traces_user_id",
+    "idx_traces_started_at",
+    "idx_traces_status",
+    "idx_traces_workflow_started",
+    "idx_traces_metadata_gin",
+    "idx_traces_total_tokens_gin",
+    "idx_spans_trace_id",
+    "idx_spans_parent_span_id",
+    "idx_spans_span_type",
+    "idx_spans_status",
+    "idx_spans_started_at",
+    "idx_spans_trace_started",
+    "idx_spans_tokens_gin",
+    "idx_spans_metadata_gin",
+)
+
+_BOOKKEEPING_DDL = f"""
+CREATE TABLE IF NOT EXISTS {BOOKKEEPING_TABLE} (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    method TEXT NOT NULL CHECK (method IN ('applied', 'adopted')),
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    execution_ms INTEGER NOT NULL DEFAULT 0
+)"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One ``NNN_name.sql`` file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.sql"
+
+    @property
+    def checksum(self) -> str:
+        return checksum(self.sql)
+
+    @property
+    def optional(self) -> bool:
+        return self.version == OPTIONAL_RLS_VERSION
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """A migration as ``--status`` reports it."""
+
+    version: int
+    name: str
+    state: str  # applied | adopted | pending | optional | changed | present
+    applied_at: datetime | None = None
+
+
+@dataclass
+class InstallResult:
+    """What ``install_schema`` did (or, with ``dry_run``, would do)."""
+
+    applied: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    sql: list[tuple[str, str]] = field(default_factory=list)  # (filename, text) for dry runs
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied or self.adopted)
+
+
+def checksum(sql: str) -> str:
+    """SHA-256 of the migration text with line endings normalised (a CRLF checkout is not a change)."""
+    normalised = sql.replace("\r\n", "\n").strip() + "\n"
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def sql_root() -> Traversable:
+    """The migrations folder: inside the installed wheel, else the source checkout's ``sql/``."""
+    packaged = resources.files("otel_pg_exporter").joinpath("sql")
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "sql"
+    if checkout.is_dir():
+        return checkout
+    raise SchemaError("migration SQL not found: the package is installed without its sql/ folder")
+
+
+def load_migrations() -> list[Migration]:
+    """All ``NNN_*.sql`` migrations, ordered by version."""
+    found: list[Migration] = []
+    for entry in sql_root().iterdir():
+        name = entry.name
+        if not name.endswith(".sql") or not name[:3].isdigit():
+            continue
+        found.append(Migration(int(name[:3]), name[:-4], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise SchemaError(f"duplicate migration versions in sql/: {versions}")
+    return found
+
+
+def auth_compat_sql() -> str:
+    return sql_root().joinpath(AUTH_COMPAT_FILE).read_text(encoding="utf-8")
+
+
+@contextmanager
+def connect(dsn: str | None = None, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
+    """Open a connection, turning libpq failures into one password-free ``ConnectionFailed``."""
+    resolved, source = resolve_dsn(dsn)
+    try:
+        conn = psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise ConnectionFailed(
+            f"cannot connect to PostgreSQL {describe(resolved)} (DSN from {source}): "
+            f"{safe_message(exc, resolved)}"
+        ) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _recorded(conn: psycopg.Connection) -> dict[int, tuple[str, str, str, datetime]]:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (BOOKKEEPING_TABLE,)).fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute(
+        f"SELECT version, name, checksum, method, applied_at FROM {BOOKKEEPING_TABLE}"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def _present(conn: psycopg.Connection, version: int) -> bool:
+    probe = PRESENCE_PROBES.get(version)
+    if probe is None:
+        return False
+    row = conn.execute(probe).fetchone()
+    return bool(row and row[0])
+
+
+def _check_checksums(migrations: list[Migration], recorded: dict) -> None:
+    for m in migrations:
+        if m.version in recorded and recorded[m.version][1] != m.checksum:
+            raise ChecksumMismatch(
+                f"migration {m.filename} changed since it was applied "
+                f"(recorded sha256 {recorded[m.version][1][:12]}, file {m.checksum[:12]}); "
+                "add a new migration instead of editing an applied one"
+            )
+
+
+def _needs_auth_compat(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regprocedure('auth.uid()') IS NULL").fetchone()
+    return bool(row and row[0])
+
+
+def verify_schema(conn: psycopg.Connection) -> None:
+    """Raise ``SchemaDrift`` if a seed column or index is missing."""
+    missing: list[str] = []
+    for table, columns in EXPECTED_COLUMNS.items():
+        rows = conn.execute(
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = %s""",
+            (table,),
+        ).fetchall()
+        have = {r[0] for r in rows}
+        missing += [f"{table}.{c}" for c in columns if c not in have]
+    rows = conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").fetchall()
+    have_idx = {r[0] for r in rows}
+    missing += [f"index {i}" for i in EXPECTED_INDEXES if i not in have_idx]
+    if missing:
+        raise SchemaDrift("existing tables differ from the seed schema; missing: " + ", ".join(missing))
+
+
+def _translate(exc: psycopg.Error, what: str, dsn: str) -> SchemaError:
+    message = safe_message(exc, dsn)
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return PermissionDenied(f"permission denied while {what}: {message}")
+    return SchemaError(f"{what} failed: {message}")
+
+
+def install_schema(
+    dsn: str | None = None,
+    *,
+    rls: bool = False,
+    dry_run: bool = False,
+    lock_timeout_s: float = 300.0,
+) -> InstallResult:
+    """Apply pending migrations (``rls`` adds the optional 004 RLS policies).
+
+    Idempotent: a second call does nothing. Safe to call from many processes at once.
+    With ``dry_run`` nothing is changed; ``result.sql`` holds what would run.
+    """
+    resolved, _ = resolve_dsn(dsn)
+    migrations = load_migrations()
+    result = InstallResult(dry_run=dry_run)
+    with connect(dsn) as conn:
+        try:
+            if dry_run:
+                return _plan(conn, migrations, rls, result)
+            conn.execute(f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
+            conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+            try:
+                _apply(conn, migrations, rls, result)
+                verify_schema(conn)
+            finally:
+                if not conn.closed and conn.info.transaction_status == 0:  # IDLE
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        except psycopg.Error as exc:
+            raise _translate(exc, "installing the schema", resolved) from None
+    return result
+
+
+def _wanted(m: Migration, rls: bool, already_present: bool) -> bool:
+    return not m.optional or rls or already_present
+
+
+def _plan(
+    conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult
+) -> InstallResult:
+    recorded = _recorded(conn)
+    _check_checksums(migrations, recorded)
+    for m in migrations:
+        if m.version in recorded:
+            continue
+        present = _present(conn, m.version)
+        if not _wanted(m, rls, present):
+            result.skipped.append(m.filename)
+            continue
+        if m.optional and _needs_auth_compat(conn):
+            result.sql.append((AUTH_COMPAT_FILE, auth_compat_sql()))
+        result.sql.append((m.filename, m.sql))
+        (result.adopted if present else result.applied).append(m.filename)
+    return result
+
+
+def _apply(conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult) -> None:
+    with conn.transaction():
+        conn.execute(_BOOKKEEPING_DDL)
+    recorded = _recorded(conn)
+    _check_checksums(migrations, recorded)
+    for m in migrations:
+        if m.version in recorded:
+            continue
+        present = _present(conn, m.version)
+        if not _wanted(m, rls, present):
+            result.skipped.append(m.filename)
+            continue
+        started = time.perf_counter()
+        try:
+            with conn.transaction():
+                if m.optional and _needs_auth_compat(conn):
+                    conn.execute(auth_compat_sql())
+                conn.execute(m.sql)
+                conn.execute(
+                    f"""INSERT INTO {BOOKKEEPING_TABLE} (version, name, checksum, method, execution_ms)
+                        VALUES (%s, %s, %s, %s, %s)""",
+                    (
+                        m.version,
+                        m.name,
+                        m.checksum,
+                        "adopted" if present else "applied",
+                        int((time.perf_counter() - started) * 1000),
+                    ),
+                )
+        except psycopg.Error as exc:
+            raise _translate(exc, f"applying {m.filename}", "") from None
+        (result.adopted if present else result.applied).append(m.filename)
+
+
+def schema_status(dsn: str | None = None) -> list[MigrationState]:
+    """Each migration with its state: applied / adopted / pending / optional / changed / present."""
+    resolved, _ = resolve_dsn(dsn)
+    migrations = load_migrations()
+    states: list[MigrationState] = []
+    with connect(dsn) as conn:
+        try:
+            recorded = _recorded(conn)
+            for m in migrations:
+                rec = recorded.get(m.version)
+                if rec is not None:
+                    state = rec[2] if rec[1] == m.checksum else "changed"
+                    states.append(MigrationState(m.version, m.name, state, rec[3]))
+                elif _present(conn, m.version):
+                    states.append(MigrationState(m.version, m.name, "present"))
+                else:
+                    states.append(MigrationState(m.version, m.name, "optional" if m.optional else "pending"))
+        except psycopg.Error as exc:
+            raise _translate(exc, "reading the schema status", resolved) from None
+    return states
