@@ -11,6 +11,8 @@ from .errors import (
     SchemaDrift,
     SchemaError,
 )
+from .exporter import PostgresSpanExporter, configure
+from .ids import span_uuid, trace_uuid
 from .schema import InstallResult, MigrationState, install_schema, schema_status
 
 __version__ = "0.1.0"
@@ -23,9 +25,13 @@ __all__ = [
     "MigrationState",
     "OtelPgError",
     "PermissionDenied",
+    "PostgresSpanExporter",
     "SchemaDrift",
     "SchemaError",
     "__version__",
+    "configure",
     "install_schema",
     "schema_status",
+    "span_uuid",
+    "trace_uuid",
 ]

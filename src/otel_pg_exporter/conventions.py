@@ -1,0 +1,492 @@
+"""Every GenAI convention this exporter understands, as data.
+
+The lists follow the cross-ecosystem reference (``genai-attributes.md``): for each column, the span
+attributes the ecosystems emit, in precedence order (first non-empty wins). Supporting a new
+convention means adding names here, not a branch in ``mapping``.
+
+Tags in comments: OTel = OpenTelemetry GenAI semconv, OI = OpenInference, TL = OpenLLMetry/Traceloop,
+OL = OpenLIT, LF = Langfuse, PAI/LFire = Pydantic AI / Logfire, AZ = Azure SDK.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------------
+# span_type: the normalized vocabulary and how each convention's kind maps onto it
+# --------------------------------------------------------------------------------------------------
+
+#: The final vocabulary of ``spans.span_type`` (all fit VARCHAR(50)).
+SPAN_TYPES: tuple[str, ...] = (
+    "llm",
+    "embedding",
+    "retrieval",
+    "rerank",
+    "tool",
+    "agent",
+    "agent_create",
+    "workflow",
+    "task",
+    "guardrail",
+    "evaluator",
+    "prompt",
+    "memory",
+    "decision",
+    "mcp",
+    "http",
+    "db",
+    "other",
+)
+#: Model-call span types: the only ones whose tokens and cost add up into trace totals.
+MODEL_CALL_TYPES: frozenset[str] = frozenset({"llm", "embedding"})
+#: Span types whose usage repeats their children's (agent runs, workflows): kept in metadata only.
+ROLLUP_TYPES: frozenset[str] = frozenset({"agent", "agent_create", "workflow", "task"})
+
+#: (attribute, {value: span_type}) in precedence order. Values are matched case-insensitively.
+#: ``"*root"`` means "workflow if the span is a trace root, else task" (OI / LF chains).
+SPAN_KIND_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
+    (
+        "langfuse.observation.type",
+        {  # LF explicit
+            "generation": "llm",
+            "embedding": "embedding",
+            "retriever": "retrieval",
+            "tool": "tool",
+            "agent": "agent",
+            "chain": "*root",
+            "guardrail": "guardrail",
+            "evaluator": "evaluator",
+            "span": "other",
+            "event": "other",
+        },
+    ),
+    (
+        "openinference.span.kind",
+        {  # OI
+            "llm": "llm",
+            "embedding": "embedding",
+            "retriever": "retrieval",
+            "reranker": "rerank",
+            "tool": "tool",
+            "agent": "agent",
+            "chain": "*root",
+            "guardrail": "guardrail",
+            "evaluator": "evaluator",
+            "prompt": "prompt",
+            "decision": "decision",
+            "unknown": "other",
+        },
+    ),
+    (
+        "traceloop.span.kind",
+        {  # TL SDK decorators; checked before gen_ai.operation.name, see below
+            "workflow": "workflow",
+            "task": "task",
+            "agent": "agent",
+            "tool": "tool",
+            "unknown": "other",
+        },
+    ),
+    (
+        "gen_ai.operation.name",
+        {  # OTel (+ custom values seen in TL)
+            "chat": "llm",
+            "text_completion": "llm",
+            "generate_content": "llm",
+            "completion": "llm",
+            "generate": "llm",
+            "embeddings": "embedding",
+            "retrieval": "retrieval",
+            "execute_tool": "tool",
+            "invoke_agent": "agent",
+            "plan": "agent",
+            "create_agent": "agent_create",
+            "invoke_workflow": "workflow",
+            "execute_task": "task",
+            "search_memory": "memory",
+            "create_memory": "memory",
+            "update_memory": "memory",
+            "upsert_memory": "memory",
+            "delete_memory": "memory",
+            "create_memory_store": "memory",
+            "delete_memory_store": "memory",
+            "llm_request": "llm",
+            "vector_db_retrieve": "retrieval",
+            "guardrail.run": "guardrail",
+            "guard": "guardrail",
+        },
+    ),
+    (
+        "llm.request.type",
+        {  # TL legacy
+            "chat": "llm",
+            "completion": "llm",
+            "embedding": "embedding",
+            "rerank": "rerank",
+        },
+    ),
+)
+# Note: TL's LangChain handler puts gen_ai.operation.name=invoke_agent on every workflow span, so
+# traceloop.span.kind (workflow/task) is consulted before gen_ai.operation.name (reference §4).
+
+#: Heuristics when no kind attribute matched: (attribute name, or prefix ending in ".", span_type).
+#: GenAI hints come first; then a trace root is a "workflow"; then the infrastructure hints.
+GENAI_TYPE_HINTS: tuple[tuple[str, str], ...] = (
+    ("gen_ai.tool.name", "tool"),
+    ("gen_ai.tool.call.id", "tool"),
+    ("tool.name", "tool"),
+    ("embedding.model_name", "embedding"),
+    ("reranker.", "rerank"),
+    ("retrieval.documents.", "retrieval"),
+    ("gen_ai.data_source.id", "retrieval"),
+    ("gen_ai.memory.", "memory"),
+    ("decision.", "decision"),
+    ("mcp.method.name", "mcp"),
+    ("gen_ai.request.model", "llm"),
+    ("gen_ai.response.model", "llm"),
+    ("llm.model_name", "llm"),
+    ("gen_ai.agent.name", "agent"),
+)
+INFRA_TYPE_HINTS: tuple[tuple[str, str], ...] = (
+    ("db.system.name", "db"),
+    ("db.system", "db"),
+    ("http.request.method", "http"),
+    ("http.method", "http"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# model and provider
+# --------------------------------------------------------------------------------------------------
+
+#: spans.model: the response model first (what was billed), then the requested one.
+MODEL_ATTRS: tuple[str, ...] = (
+    "langfuse.observation.model.name",  # LF
+    "gen_ai.response.model",  # OTel
+    "gen_ai.request.model",  # OTel
+    "llm.response.model_name",  # OI
+    "llm.model_name",  # OI
+    "llm.request.model_name",  # OI
+    "embedding.model_name",  # OI
+    "reranker.model_name",  # OI
+    "decision.model_name",  # OI
+    "model",  # misc
+)
+REQUEST_MODEL_ATTRS: tuple[str, ...] = ("gen_ai.request.model", "llm.request.model_name")
+#: JSON attributes whose ``model`` key is a last-resort model name (OI invocation parameters).
+MODEL_IN_JSON_ATTRS: tuple[str, ...] = ("llm.invocation_parameters", "embedding.invocation_parameters")
+
+#: spans.provider, in precedence order. gen_ai.provider.name is trusted as the model vendor only on
+#: model-call spans (TL LangChain sets it to "langchain" on workflow spans; reference §0.7).
+PROVIDER_ATTRS: tuple[str, ...] = (
+    "gen_ai.provider.name",  # OTel >= 1.37
+    "llm.provider",  # OI hosting provider, combined with llm.system via OI_PROVIDER_COMBOS
+    "gen_ai.system",  # OTel 1.26-1.36, TL legacy, AZ
+    "llm.system",  # OI: API family
+    "decision.provider",  # OI
+    "decision.system",  # OI
+    "gen_ai.request.provider",  # OL
+)
+#: OpenInference hosting provider (llm.provider) + API family (llm.system) → canonical provider,
+#: as OpenInference's own OTel conversion does it. "*" matches any family.
+OI_PROVIDER_COMBOS: dict[tuple[str, str], str] = {
+    ("azure", "openai"): "azure.ai.openai",
+    ("azure", "*"): "azure.ai.inference",
+    ("aws", "*"): "aws.bedrock",
+    ("google", "vertexai"): "gcp.vertex_ai",
+    ("google", "*"): "gcp.gen_ai",
+}
+#: Provider values that name a framework, not a model vendor.
+NON_VENDOR_PROVIDERS: frozenset[str] = frozenset({"langchain", "langgraph", "llamaindex", "crewai"})
+
+#: Spelling → canonical provider (OTel gen_ai.provider.name well-known values).
+PROVIDER_ALIASES: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "az.ai.openai": "azure.ai.openai",
+    "azure.ai.openai": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "azure.ai.inference": "azure.ai.inference",
+    "azure": "azure.ai.openai",
+    "aws": "aws.bedrock",
+    "aws.bedrock": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "gcp.gen_ai": "gcp.gen_ai",
+    "gcp.gemini": "gcp.gemini",
+    "gemini": "gcp.gemini",
+    "gcp.vertex_ai": "gcp.vertex_ai",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "google": "gcp.gen_ai",
+    "mistral_ai": "mistral_ai",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "x_ai": "x_ai",
+    "xai": "x_ai",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "perplexity": "perplexity",
+    "ibm.watsonx.ai": "ibm.watsonx.ai",
+    "watsonx": "ibm.watsonx.ai",
+    "moonshot_ai": "moonshot_ai",
+    "ollama": "ollama",
+    "togetherai": "together_ai",
+    "together": "together_ai",
+    "huggingface": "huggingface",
+    "fireworks": "fireworks",
+    "openrouter": "openrouter",
+    "replicate": "replicate",
+    "alephalpha": "aleph_alpha",
+}
+
+# --------------------------------------------------------------------------------------------------
+# tokens (reference §2.7): cache_read/cache_write are subsets of input, reasoning of output
+# --------------------------------------------------------------------------------------------------
+
+TOKEN_ATTRS: dict[str, tuple[str, ...]] = {
+    "input": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "decision.token_count.input",
+    ),
+    "output": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "decision.token_count.output",
+    ),
+    "total": (
+        "gen_ai.usage.total_tokens",
+        "llm.usage.total_tokens",
+        "llm.token_count.total",
+        "gen_ai.client.token.usage",
+    ),
+    "cache_read": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "gen_ai.usage.prompt_tokens_details.cached_tokens",
+        "gen_ai.usage.details.cache_read_tokens",
+        "llm.token_count.prompt_details.cache_input",
+    ),
+    "cache_write": (
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "gen_ai.usage.prompt_tokens_details.cache_creation_tokens",
+        "gen_ai.usage.details.cache_write_tokens",
+    ),
+    "reasoning": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "gen_ai.usage.completion_tokens_details.reasoning_tokens",
+        "gen_ai.usage.details.reasoning_tokens",
+    ),
+    "audio_input": (
+        "gen_ai.usage.audio.input_tokens",
+        "llm.token_count.prompt_details.audio",
+        "gen_ai.usage.details.input_audio_tokens",
+    ),
+    "audio_output": (
+        "gen_ai.usage.audio.output_tokens",
+        "llm.token_count.completion_details.audio",
+        "gen_ai.usage.completion_tokens_details.audio_tokens",
+        "gen_ai.usage.details.output_audio_tokens",
+    ),
+    "text_input": ("gen_ai.usage.text.input_tokens",),
+    "image_input": ("gen_ai.usage.image.input_tokens",),
+    "video_input": ("gen_ai.usage.video.input_tokens",),
+    "text_output": ("gen_ai.usage.text.output_tokens",),
+}
+#: Langfuse's usage JSON keys → our keys (Langfuse subtracts cache from input; we add it back).
+LANGFUSE_USAGE_ATTR = "langfuse.observation.usage_details"
+#: Roll-up usage that must never be summed into a trace (reference §0.6): kept in metadata only.
+AGGREGATE_USAGE_PREFIXES: tuple[str, ...] = ("gen_ai.aggregated_usage.", "logfire.metrics")
+
+# --------------------------------------------------------------------------------------------------
+# cost a span reports itself (USD); computing from prices is pricing's job
+# --------------------------------------------------------------------------------------------------
+
+LANGFUSE_COST_ATTR = "langfuse.observation.cost_details"  # JSON {"total": x, ...}
+COST_ATTRS: tuple[str, ...] = ("gen_ai.usage.cost", "llm.cost.total", "operation.cost")
+PROPOSED_COST_ATTR = "gen_ai.usage.cost.amount"  # OTel proposal, with .currency
+PROPOSED_COST_CURRENCY_ATTR = "gen_ai.usage.cost.currency"
+
+# --------------------------------------------------------------------------------------------------
+# content: inputs / outputs
+# --------------------------------------------------------------------------------------------------
+
+#: JSON message lists (OTel parts schema and relatives), in precedence order.
+INPUT_JSON_ATTRS: tuple[str, ...] = (
+    "langfuse.observation.input",
+    "langfuse.trace.input",
+    "gen_ai.input.messages",
+)
+OUTPUT_JSON_ATTRS: tuple[str, ...] = (
+    "langfuse.observation.output",
+    "langfuse.trace.output",
+    "gen_ai.output.messages",
+)
+SYSTEM_INSTRUCTIONS_ATTR = "gen_ai.system_instructions"
+#: Flattened, indexed message forms (prefix of ``<prefix><i>.<field>`` keys), in precedence order.
+INPUT_FLAT_PREFIXES: tuple[str, ...] = (
+    "llm.input_messages.",  # OI chat
+    "llm.prompts.",  # OI completions
+    "gen_ai.prompt.",  # TL legacy
+)
+OUTPUT_FLAT_PREFIXES: tuple[str, ...] = (
+    "llm.output_messages.",
+    "llm.choices.",
+    "gen_ai.completion.",
+)
+#: Single-value content, after the message forms: (attribute, mime attribute or "").
+INPUT_VALUE_ATTRS: tuple[tuple[str, str], ...] = (
+    ("input.value", "input.mime_type"),  # OI
+    ("traceloop.entity.input", ""),  # TL decorators
+    ("gen_ai.tool.call.arguments", ""),  # OTel tool spans
+    ("tool_arguments", ""),  # PAI v2
+    ("pydantic_ai.all_messages", ""),  # PAI agent run
+    ("request_data", ""),  # LFire
+    ("gen_ai.prompt", ""),  # OL plain text / OTel 1.26
+    ("gen_ai.retrieval.query.text", ""),
+    ("gen_ai.memory.query.text", ""),
+    ("reranker.query", ""),
+)
+OUTPUT_VALUE_ATTRS: tuple[tuple[str, str], ...] = (
+    ("output.value", "output.mime_type"),
+    ("traceloop.entity.output", ""),
+    ("gen_ai.tool.call.result", ""),
+    ("tool_response", ""),
+    ("final_result", ""),
+    ("response_data", ""),
+    ("gen_ai.completion", ""),
+    ("gen_ai.retrieval.documents", ""),
+)
+#: Flattened document lists (retrieval outputs).
+OUTPUT_DOCUMENT_PREFIXES: tuple[str, ...] = (
+    "retrieval.documents.",
+    "reranker.output_documents.",
+)
+TOOL_DEFINITION_ATTRS: tuple[str, ...] = ("gen_ai.tool.definitions",)
+TOOL_DEFINITION_PREFIXES: tuple[str, ...] = ("llm.tools.",)
+
+#: Span events carrying content: event name → (side, attribute holding the content).
+CONTENT_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gen_ai.content.prompt": ("input", ("gen_ai.prompt", "gen_ai.input.messages")),  # OTel 1.26, OL
+    "gen_ai.content.completion": ("output", ("gen_ai.completion", "gen_ai.output.messages")),
+    "gen_ai.system.message": ("input", ("gen_ai.event.content",)),  # AZ span events
+    "gen_ai.user.message": ("input", ("gen_ai.event.content",)),
+    "gen_ai.assistant.message": ("input", ("gen_ai.event.content",)),
+    "gen_ai.tool.message": ("input", ("gen_ai.event.content",)),
+    "gen_ai.choice": ("output", ("gen_ai.event.content",)),
+}
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+
+# --------------------------------------------------------------------------------------------------
+# status and errors
+# --------------------------------------------------------------------------------------------------
+
+#: Exception types that mean "cancelled", not "failed".
+CANCELLATION_TYPES: frozenset[str] = frozenset(
+    {
+        "asyncio.CancelledError",
+        "asyncio.exceptions.CancelledError",
+        "CancelledError",
+        "concurrent.futures._base.CancelledError",
+        "concurrent.futures.CancelledError",
+        "KeyboardInterrupt",
+        "GeneratorExit",
+        "trio.Cancelled",
+        "anyio.get_cancelled_exc_class",
+    }
+)
+ERROR_MESSAGE_ATTRS: tuple[str, ...] = (
+    "langfuse.observation.status_message",
+    "gen_ai.framework.error.message",
+)
+ERROR_TYPE_ATTRS: tuple[str, ...] = (
+    "error.type",
+    "gen_ai.framework.error.type",
+    "gen_ai.framework.error.class",
+)
+TASK_STATUS_ATTR = "gen_ai.task.status"  # TL custom: success / failure
+
+# --------------------------------------------------------------------------------------------------
+# API limits, retries, timeout, evaluation
+# --------------------------------------------------------------------------------------------------
+
+RETRY_COUNT_ATTRS: tuple[str, ...] = ("http.request.resend_count",)
+RATE_LIMIT_HEADER_PREFIXES: tuple[str, ...] = (
+    "http.response.header.x-ratelimit-",
+    "http.response.header.anthropic-ratelimit-",
+    "http.response.header.retry-after",
+)
+API_LIMIT_ATTRS: tuple[str, ...] = (
+    "openai.request.service_tier",
+    "openai.response.service_tier",
+    "gen_ai.openai.request.service_tier",
+    "gen_ai.openai.response.service_tier",
+    "gen_ai.request.max_tokens",
+    "gen_ai.request.choice.count",
+)
+RATE_LIMIT_ERROR_TYPES: frozenset[str] = frozenset({"429", "rate_limited", "ratelimiterror"})
+TIMEOUT_JSON_ATTRS: tuple[str, ...] = ("llm.invocation_parameters", "langfuse.observation.model.parameters")
+TIMEOUT_ATTRS: tuple[str, ...] = ("gen_ai.request.timeout", "timeout")
+
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+EVALUATION_EVENT_FIELDS: dict[str, str] = {
+    "gen_ai.evaluation.name": "name",
+    "gen_ai.evaluation.score.value": "score",
+    "gen_ai.evaluation.score.label": "label",
+    "gen_ai.evaluation.explanation": "explanation",
+    "gen_ai.response.id": "response_id",
+    "error.type": "error_type",
+}
+EVALUATION_FLAT_PREFIXES: tuple[str, ...] = ("evaluations.",)
+EVALUATION_SCALAR_PREFIXES: tuple[str, ...] = ("gen_ai.eval.", "gen_ai.agent.evaluation")
+
+# --------------------------------------------------------------------------------------------------
+# traces
+# --------------------------------------------------------------------------------------------------
+
+#: traces.workflow_id candidates: (attribute, only-on-root?). Then root span name, then service.name.
+WORKFLOW_ATTRS: tuple[tuple[str, bool], ...] = (
+    ("langfuse.trace.name", False),
+    ("gen_ai.workflow.name", False),
+    ("traceloop.workflow.name", False),
+    ("gen_ai.agent.name", True),
+)
+#: traces.execution_id: explicit ids users may set (documented); else the trace id in hex.
+EXECUTION_ID_ATTRS: tuple[str, ...] = ("otel_pg.execution_id", "execution.id", "workflow.execution.id")
+#: traces.user_id candidates, in precedence order (reference §3).
+USER_ATTRS: tuple[str, ...] = (
+    "langfuse.user.id",
+    "user.id",
+    "enduser.id",
+    "enduser.pseudo.id",
+    "traceloop.association.properties.user_id",
+    "langfuse.observation.metadata.langfuse_user_id",
+    "langfuse.trace.metadata.langfuse_user_id",
+    "ai.telemetry.metadata.userId",
+    "gen_ai.user",
+    "llm.user",
+    "gen_ai.request.user",
+)
+SESSION_ATTRS: tuple[str, ...] = (
+    "langfuse.session.id",
+    "session.id",
+    "gen_ai.conversation.id",
+    "traceloop.association.properties.session_id",
+    "ai.telemetry.metadata.sessionId",
+    "mcp.session.id",
+)
+TAG_ATTRS: tuple[str, ...] = ("tag.tags", "langfuse.trace.tags")
+ENVIRONMENT_ATTRS: tuple[str, ...] = (
+    "langfuse.environment",
+    "deployment.environment.name",
+    "deployment.environment",
+)
+RELEASE_ATTRS: tuple[str, ...] = ("langfuse.release", "langfuse.version", "service.version")

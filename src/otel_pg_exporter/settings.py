@@ -1,0 +1,99 @@
+"""Exporter settings, resolved once: explicit arguments, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .dsn import resolve_dsn
+from .errors import ConfigurationError
+
+ENV_PREFIX = "OTEL_EXPORTER_POSTGRES_"
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    """Everything ``PostgresSpanExporter`` needs; see the README table for the env var of each."""
+
+    dsn: str
+    dsn_source: str
+    timeout_s: float = 10.0
+    max_payload_chars: int = 262_144
+    prepared_statements: bool = True
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    application_name: str = "otel-pg-exporter"
+
+    def __repr__(self) -> str:  # never show the DSN (it may hold a password)
+        return (
+            f"ExporterSettings(dsn_source={self.dsn_source!r}, timeout_s={self.timeout_s}, "
+            f"max_payload_chars={self.max_payload_chars}, prepared_statements={self.prepared_statements}, "
+            f"pool={self.pool_min_size}..{self.pool_max_size})"
+        )
+
+
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    return value.strip() if value and value.strip() else None
+
+
+def _convert(name: str, raw: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return _BOOL[str(raw).strip().lower()]
+        value = kind(raw)
+    except (KeyError, ValueError, TypeError):
+        raise ConfigurationError(f"{name}: cannot use {raw!r} as {kind.__name__}") from None
+    if kind in (int, float) and value <= 0:
+        raise ConfigurationError(f"{name}: must be positive, got {raw!r}")
+    return value
+
+
+_OPTIONS: dict[str, tuple[str, type]] = {
+    # option name: (env var suffix, type)
+    "timeout_s": ("TIMEOUT", float),
+    "max_payload_chars": ("MAX_PAYLOAD_CHARS", int),
+    "prepared_statements": ("PREPARED_STATEMENTS", bool),
+    "pool_min_size": ("POOL_MIN_SIZE", int),
+    "pool_max_size": ("POOL_MAX_SIZE", int),
+    "application_name": ("APPLICATION_NAME", str),
+}
+
+
+def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings:
+    """Build settings from arguments, then ``OTEL_EXPORTER_POSTGRES_*`` variables, then defaults."""
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    resolved_dsn, source = resolve_dsn(dsn)
+    values: dict[str, Any] = {}
+    for option, (suffix, kind) in _OPTIONS.items():
+        raw = options.get(option)
+        if raw is None:
+            raw = _env(suffix)
+            name = ENV_PREFIX + suffix
+        else:
+            name = option
+        if raw is not None:
+            values[option] = _convert(name, raw, kind)
+    settings = ExporterSettings(dsn=resolved_dsn, dsn_source=source, **values)
+    if settings.pool_min_size > settings.pool_max_size:
+        raise ConfigurationError("pool_min_size must not exceed pool_max_size")
+    if settings.max_payload_chars < 1024:
+        raise ConfigurationError("max_payload_chars must be at least 1024")
+    return settings

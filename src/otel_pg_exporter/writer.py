@@ -1,0 +1,421 @@
+"""Encoded rows → PostgreSQL, set-based, one transaction per batch.
+
+Per batch, in one transaction, each step one statement over arrays (``unnest``), keys sorted:
+
+1. upsert the ``traces`` rows (placeholders for new traces) — this also locks every trace of the
+   batch in trace-id order, so concurrent writers of the same traces serialise instead of deadlocking;
+2. insert ``pending`` placeholder rows for parents that are not in the batch (the seed's FK holds);
+3. upsert the spans (a real span replaces its placeholder, keeping the children already linked);
+4. merge ``child_spans`` (and HTTP retry counts / rate-limit info) into the parents;
+5. recompute each trace row from its stored spans: status, times, and totals over leaf model calls.
+
+Step 5 recomputes instead of adding deltas, so a re-exported batch, a retry after a lost commit, or
+two exporters sharing a trace all end with the same exact totals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from .conventions import MODEL_CALL_TYPES
+from .records import EncodedSpan, Limits, TraceDelta, trace_deltas
+from .sanitize import clean_text, encode_json
+
+logger = logging.getLogger("otel_pg_exporter")
+
+#: Errors that mean "this data cannot be stored": isolate the offending span(s), store the rest.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    UnicodeError,
+    ValueError,
+    TypeError,
+)
+_MAX = 2_147_483_647
+
+_UPSERT_TRACES = """
+INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, metadata)
+SELECT v.tid, v.wf,
+       CASE WHEN v.exec_id IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
+            THEN v.exec_id ELSE v.hex END,
+       v.started_at, 'running', '{}'::jsonb
+FROM unnest(%(tid)s::uuid[], %(wf)s::text[], %(exec_id)s::text[], %(hex)s::text[],
+            %(started_at)s::timestamp[]) AS v(tid, wf, exec_id, hex, started_at)
+ORDER BY v.tid
+ON CONFLICT (trace_id) DO UPDATE SET workflow_id = traces.workflow_id WHERE false
+"""
+# "DO UPDATE ... WHERE false" writes nothing but still locks the existing row (PostgreSQL docs).
+
+_INSERT_PLACEHOLDERS = """
+INSERT INTO spans (span_id, trace_id, span_type, name, status, metadata)
+SELECT v.sid, v.tid, 'other', '(pending)', 'pending', v.meta::jsonb
+FROM unnest(%(sid)s::uuid[], %(tid)s::uuid[], %(meta)s::text[]) AS v(sid, tid, meta)
+ORDER BY v.sid
+ON CONFLICT (span_id) DO NOTHING
+"""
+
+_SPAN_COLUMNS = (
+    "span_id",
+    "trace_id",
+    "parent_span_id",
+    "span_type",
+    "name",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "inputs",
+    "outputs",
+    "tokens",
+    "cost",
+    "model",
+    "provider",
+    "error",
+    "error_type",
+    "error_stack",
+    "api_limits",
+    "retry_count",
+    "timeout",
+    "evaluation",
+    "metadata",
+)
+_SPAN_TYPES = {
+    "span_id": "uuid",
+    "trace_id": "uuid",
+    "parent_span_id": "uuid",
+    "span_type": "text",
+    "name": "text",
+    "status": "text",
+    "started_at": "timestamp",
+    "completed_at": "timestamp",
+    "duration_ms": "int4",
+    "inputs": "text",
+    "outputs": "text",
+    "tokens": "text",
+    "cost": "numeric",
+    "model": "text",
+    "provider": "text",
+    "error": "text",
+    "error_type": "text",
+    "error_stack": "text",
+    "api_limits": "text",
+    "retry_count": "int4",
+    "timeout": "int4",
+    "evaluation": "text",
+    "metadata": "text",
+}
+_JSON_COLUMNS = {"inputs", "outputs", "tokens", "api_limits", "evaluation", "metadata"}
+_UPDATE_ON_CONFLICT = [c for c in _SPAN_COLUMNS if c not in ("span_id", "trace_id")]
+
+
+def _upsert_spans_sql() -> str:
+    arrays = ", ".join(f"%({c})s::{_SPAN_TYPES[c]}[]" for c in _SPAN_COLUMNS)
+    select = ", ".join(f"v.{c}::jsonb" if c in _JSON_COLUMNS else f"v.{c}" for c in _SPAN_COLUMNS)
+    sets = []
+    for c in _UPDATE_ON_CONFLICT:
+        if c == "retry_count":
+            sets.append("retry_count = GREATEST(EXCLUDED.retry_count, spans.retry_count)")
+        elif c == "api_limits":
+            sets.append("api_limits = spans.api_limits || EXCLUDED.api_limits")
+        else:
+            sets.append(f"{c} = EXCLUDED.{c}")
+    return (
+        f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)})\n"
+        f"SELECT {select}\nFROM unnest({arrays}) AS v({', '.join(_SPAN_COLUMNS)})\n"
+        "ORDER BY v.span_id\n"
+        f"ON CONFLICT (span_id) DO UPDATE SET {', '.join(sets)}\n"
+        # a real row is final: a re-export changes nothing; only placeholders get filled in
+        "WHERE spans.status = 'pending'"
+    )
+
+
+_UPSERT_SPANS = _upsert_spans_sql()
+
+_MERGE_CHILDREN = """
+UPDATE spans p
+SET child_spans = ARRAY(SELECT DISTINCT c FROM unnest(p.child_spans || v.children) AS c ORDER BY c),
+    retry_count = GREATEST(p.retry_count, v.max_retry),
+    api_limits = p.api_limits || v.limits
+FROM (SELECT u.pid, string_to_array(u.children, ',') AS children, u.max_retry, u.limits::jsonb AS limits
+      FROM unnest(%(pid)s::uuid[], %(children)s::text[], %(max_retry)s::int4[], %(limits)s::text[])
+           AS u(pid, children, max_retry, limits)) AS v
+WHERE p.span_id = v.pid
+  AND NOT (v.children <@ p.child_spans AND v.max_retry <= p.retry_count AND p.api_limits @> v.limits)
+"""
+
+_MODEL_TYPES_SQL = ", ".join(f"'{t}'" for t in sorted(MODEL_CALL_TYPES))
+_RECOMPUTE_TRACES = f"""
+WITH v AS (
+    SELECT * FROM unnest(
+        %(tid)s::uuid[], %(hex)s::text[], %(exec_id)s::text[], %(meta)s::text[],
+        %(wf)s::text[], %(wf_rank)s::int4[], %(wf_src)s::text[],
+        %(usr)s::text[], %(usr_uuid)s::uuid[], %(usr_rank)s::int4[], %(usr_src)s::text[],
+        %(q)s::text[], %(q_rank)s::int4[], %(q_at)s::int8[], %(q_src)s::text[])
+    AS v(tid, hex, exec_id, meta, wf, wf_rank, wf_src, usr, usr_uuid, usr_rank, usr_src,
+         q, q_rank, q_at, q_src)
+),
+leaf AS (
+    -- leaf model calls: llm/embedding spans without an llm/embedding child (roll-ups never count)
+    SELECT s.trace_id, s.cost, s.tokens FROM spans s
+    WHERE s.trace_id IN (SELECT tid FROM v) AND s.span_type IN ({_MODEL_TYPES_SQL})
+      AND s.status <> 'pending'
+      AND NOT EXISTS (SELECT 1 FROM spans c WHERE c.parent_span_id = s.span_id
+                      AND c.span_type IN ({_MODEL_TYPES_SQL}))
+),
+cost AS (SELECT trace_id, sum(cost) AS total, count(*) AS calls FROM leaf GROUP BY trace_id),
+tok AS (
+    SELECT trace_id, jsonb_object_agg(key, total) AS tokens FROM (
+        SELECT l.trace_id, e.key, sum((e.value #>> '{{}}')::numeric) AS total
+        FROM leaf l CROSS JOIN LATERAL jsonb_each(l.tokens) AS e
+        WHERE jsonb_typeof(e.value) = 'number'
+        GROUP BY l.trace_id, e.key) AS per_key
+    GROUP BY trace_id
+),
+root AS (
+    SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
+    FROM spans
+    WHERE trace_id IN (SELECT tid FROM v) AND parent_span_id IS NULL AND status <> 'pending'
+    ORDER BY trace_id, started_at
+),
+first_span AS (
+    SELECT trace_id, min(started_at) AS started_at FROM spans
+    WHERE trace_id IN (SELECT tid FROM v) GROUP BY trace_id
+),
+cur AS (
+    SELECT t.trace_id,
+           v.wf_rank < coalesce((t.metadata #>> '{{sources,workflow_id,rank}}')::int, {_MAX}) AS wf_wins,
+           (v.q_rank, v.q_at) < (coalesce((t.metadata #>> '{{sources,query,rank}}')::int, {_MAX}),
+                                 coalesce((t.metadata #>> '{{sources,query,at}}')::int8, 9223372036854775807))
+               AS q_wins,
+           v.usr_rank < coalesce((t.metadata #>> '{{sources,user,rank}}')::int, {_MAX}) AS usr_wins
+    FROM traces t JOIN v ON v.tid = t.trace_id
+)
+UPDATE traces t SET
+    total_cost = LEAST(coalesce(cost.total, 0), 9999.999999),
+    total_tokens = coalesce(tok.tokens, '{{}}'::jsonb),
+    status = CASE WHEN root.status IS NULL THEN 'running'
+                  WHEN root.status IN ('failed', 'cancelled') THEN root.status
+                  ELSE 'completed' END,
+    started_at = coalesce(root.started_at, first_span.started_at, t.started_at),
+    completed_at = root.completed_at,
+    total_duration_ms = coalesce(root.duration_ms, 0),
+    error = root.error,
+    workflow_id = CASE WHEN cur.wf_wins THEN v.wf ELSE t.workflow_id END,
+    query = CASE WHEN cur.q_wins THEN v.q ELSE t.query END,
+    user_id = CASE WHEN cur.usr_wins THEN (SELECT p.id FROM profiles p WHERE p.id = v.usr_uuid)
+                   ELSE t.user_id END,
+    execution_id = CASE WHEN t.execution_id = v.hex AND v.exec_id IS NOT NULL
+                             AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
+                        THEN v.exec_id ELSE t.execution_id END,
+    metadata = (v.meta::jsonb || t.metadata)
+        || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
+        || CASE WHEN cur.usr_wins THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
+        || jsonb_build_object('sources', coalesce(t.metadata -> 'sources', '{{}}'::jsonb)
+            || CASE WHEN cur.wf_wins THEN jsonb_build_object('workflow_id',
+                   jsonb_build_object('rank', v.wf_rank, 'attribute', v.wf_src)) ELSE '{{}}'::jsonb END
+            || CASE WHEN cur.q_wins THEN jsonb_build_object('query',
+                   jsonb_build_object('rank', v.q_rank, 'at', v.q_at, 'attribute', v.q_src))
+                   ELSE '{{}}'::jsonb END
+            || CASE WHEN cur.usr_wins THEN jsonb_build_object('user',
+                   jsonb_build_object('rank', v.usr_rank, 'attribute', v.usr_src)) ELSE '{{}}'::jsonb END)
+FROM v
+JOIN cur ON cur.trace_id = v.tid
+LEFT JOIN cost ON cost.trace_id = v.tid
+LEFT JOIN tok ON tok.trace_id = v.tid
+LEFT JOIN root ON root.trace_id = v.tid
+LEFT JOIN first_span ON first_span.trace_id = v.tid
+WHERE t.trace_id = v.tid
+"""
+
+
+@dataclass
+class WriteReport:
+    """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped."""
+
+    written: int = 0
+    degraded: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _trace_params(deltas: list[TraceDelta], limits: Limits, explicit_ids: bool) -> dict[str, list[Any]]:
+    p: dict[str, list[Any]] = defaultdict(list)
+    for d in deltas:
+        p["tid"].append(d.trace_id)
+        p["hex"].append(d.trace_hex)
+        p["exec_id"].append(d.execution_id if explicit_ids else None)
+        p["started_at"].append(d.started_at)
+        p["meta"].append(encode_json(d.metadata, limits.max_payload_chars)[0])
+        p["wf_rank"].append(d.workflow[0])
+        p["wf"].append(d.workflow[1])
+        p["wf_src"].append(d.workflow[2])
+        user = d.user
+        p["usr"].append(clean_text(user[1], 1000)[0] if user else None)
+        p["usr_uuid"].append(d.user_uuid)
+        p["usr_rank"].append(user[0] if user else None)
+        p["usr_src"].append(user[2] if user else None)
+        q = d.query
+        p["q"].append(clean_text(q[2], limits.max_payload_chars)[0] if q else None)
+        p["q_rank"].append(q[0] if q else None)
+        p["q_at"].append(q[1] if q else None)
+        p["q_src"].append(q[3] if q else None)
+    return p
+
+
+def _span_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
+    return {c: [getattr(s, c) for s in spans] for c in _SPAN_COLUMNS}
+
+
+def _placeholder_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
+    in_batch = {s.span_id for s in spans}
+    seen: set[Any] = set()
+    p: dict[str, list[Any]] = {"sid": [], "tid": [], "meta": []}
+    for s in spans:
+        pid = s.parent_span_id
+        if pid is None or pid in in_batch or pid in seen:
+            continue
+        seen.add(pid)
+        p["sid"].append(pid)
+        p["tid"].append(s.trace_id)
+        p["meta"].append(
+            encode_json(
+                {"placeholder": True, "otel": {"trace_id": s.hints.trace_hex, "span_id": s.parent_hex}},
+                10_000,
+            )[0]
+        )
+    return p
+
+
+def _children_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
+    groups: dict[Any, list[EncodedSpan]] = defaultdict(list)
+    for s in spans:
+        if s.parent_span_id is not None:
+            groups[s.parent_span_id].append(s)
+    p: dict[str, list[Any]] = {"pid": [], "children": [], "max_retry": [], "limits": []}
+    for pid in sorted(groups):
+        children = groups[pid]
+        http = [c for c in children if c.span_type == "http"]
+        limits: dict[str, Any] = {}
+        for c in http:
+            limits.update(c.api_limits_obj)
+        p["pid"].append(pid)
+        p["children"].append(",".join(sorted(str(c.span_id) for c in children)))
+        p["max_retry"].append(max((c.retry_count for c in http), default=0))
+        p["limits"].append(encode_json(limits, 10_000)[0])
+    return p
+
+
+class SpanWriter:
+    """Writes batches of encoded spans through a connection pool; isolates bad rows."""
+
+    def __init__(self, pool: ConnectionPool, limits: Limits | None = None) -> None:
+        self._pool = pool
+        self._limits = limits or Limits()
+
+    def write(self, spans: list[EncodedSpan], *, timeout: float | None = None) -> WriteReport:
+        """Store ``spans``. Connection errors propagate (the caller retries); data errors are
+        isolated by splitting the batch until the offending span is found, which is then stored
+        without its payload, or dropped (and counted) if even that fails."""
+        report = WriteReport()
+        if spans:
+            self._write_isolating(spans, report, timeout)
+        return report
+
+    def _write_isolating(self, spans: list[EncodedSpan], report: WriteReport, timeout: float | None) -> None:
+        try:
+            self._write_batch(spans, timeout)
+            report.written += len(spans)
+            return
+        except DATA_ERRORS as exc:
+            if len(spans) > 1:
+                mid = len(spans) // 2
+                self._write_isolating(spans[:mid], report, timeout)
+                self._write_isolating(spans[mid:], report, timeout)
+                return
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        span = spans[0]
+        try:
+            self._write_batch([_degraded(span, error)], timeout)
+            report.degraded += 1
+            report.written += 1
+            logger.warning("otel-pg-exporter: span %s stored without payload: %s", span.name[:80], error)
+        except DATA_ERRORS as exc2:
+            report.dropped += 1
+            report.errors.append(error)
+            logger.error(
+                "otel-pg-exporter: dropped span %s: %s / %s",
+                span.name[:80],
+                error,
+                f"{type(exc2).__name__}: {exc2}".splitlines()[0][:300],
+            )
+
+    def _write_batch(self, spans: list[EncodedSpan], timeout: float | None) -> None:
+        deltas = trace_deltas(spans)
+        try:
+            self._transaction(spans, deltas, timeout, explicit_ids=True)
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "traces_execution_id_key":
+                raise
+            # Two traces raced for one explicit execution id: keep the trace hex ids instead.
+            self._transaction(spans, deltas, timeout, explicit_ids=False)
+
+    def _transaction(
+        self, spans: list[EncodedSpan], deltas: list[TraceDelta], timeout: float | None, explicit_ids: bool
+    ) -> None:
+        trace_p = _trace_params(deltas, self._limits, explicit_ids)
+        placeholders = _placeholder_params(spans)
+        children = _children_params(spans)
+        ordered = sorted(spans, key=lambda s: s.span_id)
+        with self._pool.connection(timeout=timeout) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(_UPSERT_TRACES, trace_p)
+            if placeholders["sid"]:
+                cur.execute(_INSERT_PLACEHOLDERS, placeholders)
+            cur.execute(_UPSERT_SPANS, _span_params(ordered))
+            if children["pid"]:
+                cur.execute(_MERGE_CHILDREN, children)
+            cur.execute(_RECOMPUTE_TRACES, trace_p)
+
+
+def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:
+    """The span without its payload columns, for a row the database refused as it was."""
+    from dataclasses import replace
+
+    name, _ = clean_text(span.name.encode("ascii", "replace").decode(), 255)
+    meta, _ = encode_json(
+        {
+            "otel": {"trace_id": span.hints.trace_hex},
+            "write_error": error,
+            "dropped_columns": [
+                "inputs",
+                "outputs",
+                "metadata",
+                "evaluation",
+                "api_limits",
+                "error",
+                "error_stack",
+            ],
+        },
+        10_000,
+    )
+    return replace(
+        span,
+        name=name or "(unnamed)",
+        inputs="{}",
+        outputs="{}",
+        api_limits="{}",
+        evaluation="{}",
+        metadata=meta,
+        error=None,
+        error_stack=None,
+        model=span.model.encode("ascii", "replace").decode() if span.model else None,
+        provider=span.provider.encode("ascii", "replace").decode() if span.provider else None,
+        error_type=span.error_type.encode("ascii", "replace").decode() if span.error_type else None,
+    )
