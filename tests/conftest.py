@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -95,3 +96,19 @@ def db_dsn(make_database: Callable[[], str]) -> str:
     dsn = make_database()
     install_schema(dsn)
     return dsn
+
+
+@pytest.fixture
+def exporter(db_dsn: str) -> Iterator[Any]:
+    from otel_pg_exporter import PostgresSpanExporter
+
+    exp = PostgresSpanExporter(db_dsn, timeout_s=20)
+    yield exp
+    exp.shutdown()
+
+
+@pytest.fixture
+def capture() -> Any:
+    from support import Capture
+
+    return Capture()

@@ -1,0 +1,58 @@
+"""Shared test helpers: real SDK spans captured in memory, rows read back as dicts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from psycopg.rows import dict_row
+
+from otel_pg_exporter import span_uuid, trace_uuid
+
+
+class Capture:
+    """A real TracerProvider whose finished spans are kept so tests choose batches and order."""
+
+    def __init__(self, service: str = "test-svc", **resource: Any) -> None:
+        self.memory = InMemorySpanExporter()
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service, **resource}))
+        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        self.tracer = self.provider.get_tracer("tests.support", "1.0")
+
+    def take(self) -> list[ReadableSpan]:
+        spans = list(self.memory.get_finished_spans())
+        self.memory.clear()
+        return spans
+
+
+def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in spans}
+
+
+def messages(*pairs: tuple[str, str]) -> str:
+    """OTel >= 1.37 JSON messages: ("user", "hi") -> [{"role": "user", "parts": [...]}]."""
+    return json.dumps([{"role": r, "parts": [{"type": "text", "content": c}]} for r, c in pairs])
+
+
+def fetch_trace(dsn: str, trace_id: int) -> dict[str, Any] | None:
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute("SELECT * FROM traces WHERE trace_id = %s", (trace_uuid(trace_id),)).fetchone()
+
+
+def fetch_spans(dsn: str, trace_id: int) -> dict[str, dict[str, Any]]:
+    """Rows of one trace keyed by span name (placeholders keyed by their span id)."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT * FROM spans WHERE trace_id = %s", (trace_uuid(trace_id),)).fetchall()
+    return {(r["name"] if r["status"] != "pending" else str(r["span_id"])): r for r in rows}
+
+
+def span_row(dsn: str, span: ReadableSpan) -> dict[str, Any] | None:
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT * FROM spans WHERE span_id = %s", (span_uuid(span.context.trace_id, span.context.span_id),)
+        ).fetchone()
