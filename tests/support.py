@@ -54,5 +54,6 @@ def fetch_spans(dsn: str, trace_id: int) -> dict[str, dict[str, Any]]:
 def span_row(dsn: str, span: ReadableSpan) -> dict[str, Any] | None:
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         return conn.execute(
-            "SELECT * FROM spans WHERE span_id = %s", (span_uuid(span.context.trace_id, span.context.span_id),)
+            "SELECT * FROM spans WHERE span_id = %s",
+            (span_uuid(span.context.trace_id, span.context.span_id),),
         ).fetchone()

@@ -7,21 +7,29 @@ import threading
 from decimal import Decimal
 
 import psycopg
-from support import Capture, by_name, fetch_spans, fetch_trace
 
 from otel_pg_exporter import PostgresSpanExporter, span_uuid, trace_uuid
+from support import Capture, by_name, fetch_spans, fetch_trace
 
 
 def _agent_trace(capture: Capture, calls: int = 2, name: str = "run") -> int:
     t = capture.tracer
     with t.start_as_current_span(name, attributes={"gen_ai.workflow.name": "wf-" + name}) as root:
-        with t.start_as_current_span("invoke_agent helper", attributes={"gen_ai.operation.name": "invoke_agent"}):
+        with t.start_as_current_span(
+            "invoke_agent helper", attributes={"gen_ai.operation.name": "invoke_agent"}
+        ):
             for i in range(calls):
-                with t.start_as_current_span(f"chat {i}", attributes={
-                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-                    "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10 * (i + 1),
-                    "gen_ai.usage.output_tokens": i + 1, "gen_ai.usage.cost": 0.001 * (i + 1),
-                }):
+                with t.start_as_current_span(
+                    f"chat {i}",
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.provider.name": "openai",
+                        "gen_ai.request.model": "gpt-4o",
+                        "gen_ai.usage.input_tokens": 10 * (i + 1),
+                        "gen_ai.usage.output_tokens": i + 1,
+                        "gen_ai.usage.cost": 0.001 * (i + 1),
+                    },
+                ):
                     pass
     return root.get_span_context().trace_id
 
@@ -93,7 +101,9 @@ def test_one_trace_split_across_two_exporters(db_dsn, capture) -> None:
 def _dump(dsn: str, tid: int) -> tuple[list, list]:
     with psycopg.connect(dsn) as conn:
         trace = conn.execute("SELECT * FROM traces WHERE trace_id = %s", (trace_uuid(tid),)).fetchall()
-        spans = conn.execute("SELECT * FROM spans WHERE trace_id = %s ORDER BY span_id", (trace_uuid(tid),)).fetchall()
+        spans = conn.execute(
+            "SELECT * FROM spans WHERE trace_id = %s ORDER BY span_id", (trace_uuid(tid),)
+        ).fetchall()
     return trace, spans
 
 
@@ -113,15 +123,25 @@ def test_duplicate_export_leaves_identical_rows(db_dsn, exporter, capture) -> No
 
 def test_agent_rollup_over_two_llm_calls_stores_the_sum(db_dsn, exporter, capture) -> None:
     t = capture.tracer
-    with t.start_as_current_span("invoke_agent a", attributes={
-        "gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": 30,
-        "gen_ai.usage.output_tokens": 3, "gen_ai.usage.cost": 0.5,
-    }) as root:
+    with t.start_as_current_span(
+        "invoke_agent a",
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.usage.input_tokens": 30,
+            "gen_ai.usage.output_tokens": 3,
+            "gen_ai.usage.cost": 0.5,
+        },
+    ) as root:
         for i in (1, 2):
-            with t.start_as_current_span(f"chat {i}", attributes={
-                "gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10 * i,
-                "gen_ai.usage.output_tokens": i, "gen_ai.usage.cost": 0.1 * i,
-            }):
+            with t.start_as_current_span(
+                f"chat {i}",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.usage.input_tokens": 10 * i,
+                    "gen_ai.usage.output_tokens": i,
+                    "gen_ai.usage.cost": 0.1 * i,
+                },
+            ):
                 pass
     tid = root.get_span_context().trace_id
     exporter.export(capture.take())
@@ -135,9 +155,12 @@ def test_nested_llm_spans_count_only_the_leaf(db_dsn, exporter, capture) -> None
     """Framework LLM span around a client-library LLM span (double instrumentation)."""
     t = capture.tracer
     usage = {"llm.token_count.prompt": 5, "llm.token_count.completion": 2, "llm.cost.total": 0.01}
-    with t.start_as_current_span("ChatOpenAI", attributes={"openinference.span.kind": "LLM", **usage}) as outer:
-        with t.start_as_current_span("ChatCompletion", attributes={"openinference.span.kind": "LLM", **usage}):
-            pass
+    with t.start_as_current_span(
+        "ChatOpenAI", attributes={"openinference.span.kind": "LLM", **usage}
+    ) as outer, t.start_as_current_span(
+        "ChatCompletion", attributes={"openinference.span.kind": "LLM", **usage}
+    ):
+        pass
     tid = outer.get_span_context().trace_id
     spans = by_name(capture.take())
     exporter.export([spans["ChatCompletion"]])
@@ -162,7 +185,7 @@ def test_concurrent_exporters_on_overlapping_traces(db_dsn) -> None:
     for _ in range(workers):
         mine = spans[:]  # every exporter sends every span: maximal overlap and duplication
         rng.shuffle(mine)
-        plans.append([mine[i:i + 7] for i in range(0, len(mine), 7)])
+        plans.append([mine[i : i + 7] for i in range(0, len(mine), 7)])
     barrier = threading.Barrier(workers)
 
     def run(exp: PostgresSpanExporter, batches: list) -> None:

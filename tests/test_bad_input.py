@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from support import Capture, by_name, fetch_spans, fetch_trace, messages
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
+from support import Capture, by_name, fetch_spans, fetch_trace, messages
 
 
 def _one(capture: Capture, name: str = "span", **attrs) -> tuple[int, object]:
@@ -20,11 +20,17 @@ def _one(capture: Capture, name: str = "span", **attrs) -> tuple[int, object]:
 
 
 def test_nul_characters_are_removed(db_dsn, exporter, capture) -> None:
-    tid, _ = _one(capture, "na\x00me", **{
-        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt\x00-4o",
-        "gen_ai.input.messages": messages(("user", "hello\x00world")),
-        "custom.attr": "a\x00b", "literal.backslash": "keep \\u0000 as text",
-    })
+    tid, _ = _one(
+        capture,
+        "na\x00me",
+        **{
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt\x00-4o",
+            "gen_ai.input.messages": messages(("user", "hello\x00world")),
+            "custom.attr": "a\x00b",
+            "literal.backslash": "keep \\u0000 as text",
+        },
+    )
     assert exporter.export(capture.take()).name == "SUCCESS"
     row = fetch_spans(db_dsn, tid)["name"]
     assert row["model"] == "gpt-4o"
@@ -44,11 +50,17 @@ def test_lone_surrogates_are_replaced(db_dsn, exporter, capture) -> None:
 
 def test_overlong_varchar_values_are_truncated_with_original_kept(db_dsn, exporter, capture) -> None:
     long_name = "n" * 300
-    tid, _ = _one(capture, long_name, **{
-        "gen_ai.operation.name": "chat", "gen_ai.request.model": "m" * 400,
-        "gen_ai.provider.name": "p" * 150, "error.type": "E" * 120,
-        "gen_ai.workflow.name": "w" * 300,
-    })
+    tid, _ = _one(
+        capture,
+        long_name,
+        **{
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m" * 400,
+            "gen_ai.provider.name": "p" * 150,
+            "error.type": "E" * 120,
+            "gen_ai.workflow.name": "w" * 300,
+        },
+    )
     exporter.export(capture.take())
     with psycopg.connect(db_dsn) as conn:
         row = conn.execute(
@@ -75,8 +87,11 @@ def test_overlong_varchar_values_are_truncated_with_original_kept(db_dsn, export
     ],
 )
 def test_costs_out_of_range(db_dsn, exporter, capture, reported, stored, reason) -> None:
-    tid, _ = _one(capture, "chat", **{"gen_ai.operation.name": "chat", "gen_ai.usage.cost": reported,
-                                      "gen_ai.usage.input_tokens": 1})
+    tid, _ = _one(
+        capture,
+        "chat",
+        **{"gen_ai.operation.name": "chat", "gen_ai.usage.cost": reported, "gen_ai.usage.input_tokens": 1},
+    )
     assert exporter.export(capture.take()).name == "SUCCESS"
     row = fetch_spans(db_dsn, tid)["chat"]
     assert row["cost"] == stored
@@ -91,20 +106,25 @@ def test_trace_total_cost_is_clamped_not_failed(db_dsn, exporter, capture) -> No
     t = capture.tracer
     with t.start_as_current_span("root") as root:
         for i in range(3):
-            with t.start_as_current_span(f"chat {i}", attributes={"gen_ai.operation.name": "chat",
-                                                                   "gen_ai.usage.cost": 9000.0}):
+            with t.start_as_current_span(
+                f"chat {i}", attributes={"gen_ai.operation.name": "chat", "gen_ai.usage.cost": 9000.0}
+            ):
                 pass
     exporter.export(capture.take())
     assert fetch_trace(db_dsn, root.get_span_context().trace_id)["total_cost"] == Decimal("9999.999999")
 
 
 def test_python_repr_and_invalid_json_attributes(db_dsn, exporter, capture) -> None:
-    tid, _ = _one(capture, "chat", **{
-        "gen_ai.operation.name": "chat",
-        "gen_ai.input.messages": "[{'role': 'user', 'content': 'repr works', 'extra': None}]",
-        "gen_ai.output.messages": "{not json at all",
-        "llm.invocation_parameters": "{broken",
-    })
+    tid, _ = _one(
+        capture,
+        "chat",
+        **{
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": "[{'role': 'user', 'content': 'repr works', 'extra': None}]",
+            "gen_ai.output.messages": "{not json at all",
+            "llm.invocation_parameters": "{broken",
+        },
+    )
     exporter.export(capture.take())
     row = fetch_spans(db_dsn, tid)["chat"]
     assert row["inputs"]["messages"] == [{"role": "user", "content": "repr works", "extra": None}]
@@ -116,9 +136,16 @@ def test_multi_megabyte_payload_is_capped(db_dsn, capture) -> None:
     exporter = PostgresSpanExporter(db_dsn, max_payload_chars=100_000)
     try:
         big = "x" * 5_000_000
-        tid, _ = _one(capture, "chat", **{"gen_ai.operation.name": "chat",
-                                          "gen_ai.input.messages": messages(("user", big)),
-                                          "huge.attr": big, "gen_ai.usage.input_tokens": 7})
+        tid, _ = _one(
+            capture,
+            "chat",
+            **{
+                "gen_ai.operation.name": "chat",
+                "gen_ai.input.messages": messages(("user", big)),
+                "huge.attr": big,
+                "gen_ai.usage.input_tokens": 7,
+            },
+        )
         assert exporter.export(capture.take()).name == "SUCCESS"
     finally:
         exporter.shutdown()
@@ -131,8 +158,10 @@ def test_multi_megabyte_payload_is_capped(db_dsn, capture) -> None:
     assert row["metadata"]["otel"]["trace_id"] == f"{tid:032x}"  # …ids kept
     assert row["tokens"] == {"input": 7, "total": 7}
     with psycopg.connect(db_dsn) as conn:
-        size = conn.execute("SELECT pg_column_size(inputs) + pg_column_size(metadata) FROM spans "
-                            "WHERE span_id = %s", (row["span_id"],)).fetchone()[0]
+        size = conn.execute(
+            "SELECT pg_column_size(inputs) + pg_column_size(metadata) FROM spans WHERE span_id = %s",
+            (row["span_id"],),
+        ).fetchone()[0]
     assert size < 250_000
 
 
@@ -168,8 +197,10 @@ def test_users_unknown_non_uuid_and_known(db_dsn, exporter, capture) -> None:
 
 def test_user_attribute_precedence_across_spans(db_dsn, exporter, capture) -> None:
     t = capture.tracer
-    with t.start_as_current_span("root", attributes={"gen_ai.user": "weak"}) as root, \
-            t.start_as_current_span("child", attributes={"enduser.id": "strong"}):
+    with (
+        t.start_as_current_span("root", attributes={"gen_ai.user": "weak"}) as root,
+        t.start_as_current_span("child", attributes={"enduser.id": "strong"}),
+    ):
         pass
     spans = by_name(capture.take())
     exporter.export([spans["root"]])
@@ -200,7 +231,9 @@ def test_database_rejection_isolates_the_offending_span(make_database, capture) 
     install_schema(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # constraints the sanitizer cannot know about: one on payload, one on a kept column
-        conn.execute("ALTER TABLE spans ADD CONSTRAINT no_poison_input CHECK (NOT inputs::text LIKE '%poison%')")
+        conn.execute(
+            "ALTER TABLE spans ADD CONSTRAINT no_poison_input CHECK (NOT inputs::text LIKE '%poison%')"
+        )
         conn.execute("ALTER TABLE spans ADD CONSTRAINT no_poison_name CHECK (name <> 'deadly')")
     t = capture.tracer
     with t.start_as_current_span("root") as root:

@@ -37,6 +37,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
+#: Shortest wait for a pooled connection per attempt (a quarter of the export timeout otherwise).
+ATTEMPT_MIN_S = 0.5
 
 
 class _StateLog:
@@ -159,7 +161,9 @@ class PostgresSpanExporter(SpanExporter):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                report = self._writer.write(encoded, timeout=max(remaining, 0.1))
+                # wait for a pooled connection for part of the budget, so there is time to retry
+                wait = max(0.1, min(remaining, max(ATTEMPT_MIN_S, self.settings.timeout_s / 4)))
+                report = self._writer.write(encoded, timeout=wait)
             except CONNECTION_ERRORS as exc:
                 delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
                 remaining = deadline - time.monotonic()
