@@ -155,10 +155,11 @@ def test_nested_llm_spans_count_only_the_leaf(db_dsn, exporter, capture) -> None
     """Framework LLM span around a client-library LLM span (double instrumentation)."""
     t = capture.tracer
     usage = {"llm.token_count.prompt": 5, "llm.token_count.completion": 2, "llm.cost.total": 0.01}
-    with t.start_as_current_span(
-        "ChatOpenAI", attributes={"openinference.span.kind": "LLM", **usage}
-    ) as outer, t.start_as_current_span(
-        "ChatCompletion", attributes={"openinference.span.kind": "LLM", **usage}
+    with (
+        t.start_as_current_span(
+            "ChatOpenAI", attributes={"openinference.span.kind": "LLM", **usage}
+        ) as outer,
+        t.start_as_current_span("ChatCompletion", attributes={"openinference.span.kind": "LLM", **usage}),
     ):
         pass
     tid = outer.get_span_context().trace_id

@@ -196,37 +196,40 @@ def test_openinference(db_dsn, exporter, capture) -> None:
 
 def test_traceloop_legacy_and_sdk_entities(db_dsn, exporter, capture) -> None:
     t = capture.tracer
-    with t.start_as_current_span(
-        "qa_pipeline.workflow",
-        attributes={
-            "traceloop.span.kind": "workflow",
-            "gen_ai.operation.name": "invoke_agent",
-            "traceloop.workflow.name": "qa_pipeline",
-            "traceloop.entity.name": "qa_pipeline",
-            "traceloop.entity.input": '{"args": ["What is X?"], "kwargs": {}}',
-            "traceloop.entity.output": '"X is a letter."',
-            "traceloop.association.properties.user_id": "u-123",
-        },
-    ) as root, t.start_as_current_span(
-        "openai.chat",
-        attributes={
-            "llm.request.type": "chat",
-            "gen_ai.system": "OpenAI",
-            "gen_ai.request.model": "gpt-4",
-            "gen_ai.response.model": "gpt-4-0613",
-            "gen_ai.prompt.0.role": "system",
-            "gen_ai.prompt.0.content": "You answer.",
-            "gen_ai.prompt.1.role": "user",
-            "gen_ai.prompt.1.content": "What is X?",
-            "gen_ai.completion.0.role": "assistant",
-            "gen_ai.completion.0.content": "X is a letter.",
-            "gen_ai.completion.0.finish_reason": "stop",
-            "gen_ai.usage.prompt_tokens": 15,
-            "gen_ai.usage.completion_tokens": 5,
-            "llm.usage.total_tokens": 20,
-            "gen_ai.usage.cache_read_input_tokens": 4,
-            "traceloop.workflow.name": "qa_pipeline",
-        },
+    with (
+        t.start_as_current_span(
+            "qa_pipeline.workflow",
+            attributes={
+                "traceloop.span.kind": "workflow",
+                "gen_ai.operation.name": "invoke_agent",
+                "traceloop.workflow.name": "qa_pipeline",
+                "traceloop.entity.name": "qa_pipeline",
+                "traceloop.entity.input": '{"args": ["What is X?"], "kwargs": {}}',
+                "traceloop.entity.output": '"X is a letter."',
+                "traceloop.association.properties.user_id": "u-123",
+            },
+        ) as root,
+        t.start_as_current_span(
+            "openai.chat",
+            attributes={
+                "llm.request.type": "chat",
+                "gen_ai.system": "OpenAI",
+                "gen_ai.request.model": "gpt-4",
+                "gen_ai.response.model": "gpt-4-0613",
+                "gen_ai.prompt.0.role": "system",
+                "gen_ai.prompt.0.content": "You answer.",
+                "gen_ai.prompt.1.role": "user",
+                "gen_ai.prompt.1.content": "What is X?",
+                "gen_ai.completion.0.role": "assistant",
+                "gen_ai.completion.0.content": "X is a letter.",
+                "gen_ai.completion.0.finish_reason": "stop",
+                "gen_ai.usage.prompt_tokens": 15,
+                "gen_ai.usage.completion_tokens": 5,
+                "llm.usage.total_tokens": 20,
+                "gen_ai.usage.cache_read_input_tokens": 4,
+                "traceloop.workflow.name": "qa_pipeline",
+            },
+        ),
     ):
         pass
     tid = root.get_span_context().trace_id
@@ -289,28 +292,31 @@ def test_openlit(db_dsn, exporter, capture) -> None:
 
 def test_langfuse_attributes(db_dsn, exporter, capture) -> None:
     t = capture.tracer
-    with t.start_as_current_span(
-        "root",
-        attributes={
-            "langfuse.trace.name": "lf-trace",
-            "langfuse.user.id": "lf-user",
-            "langfuse.session.id": "lf-s",
-            "langfuse.trace.input": '{"messages": [{"role": "user", "content": "LF question"}]}',
-            "langfuse.environment": "production",
-        },
-    ) as root, t.start_as_current_span(
-        "my-generation",
-        attributes={
-            "langfuse.observation.type": "generation",
-            "langfuse.observation.model.name": "mistral-large",
-            "gen_ai.system": "mistralai",
-            "langfuse.observation.usage_details": '{"input": 11, "output": 4}',
-            "langfuse.observation.cost_details": '{"input": 0.0001, "output": 0.0002}',
-            "langfuse.observation.input": '[{"role": "user", "content": "LF question"}]',
-            "langfuse.observation.output": '{"role": "assistant", "content": "LF answer"}',
-            "langfuse.observation.level": "ERROR",
-            "langfuse.observation.status_message": "content filter",
-        },
+    with (
+        t.start_as_current_span(
+            "root",
+            attributes={
+                "langfuse.trace.name": "lf-trace",
+                "langfuse.user.id": "lf-user",
+                "langfuse.session.id": "lf-s",
+                "langfuse.trace.input": '{"messages": [{"role": "user", "content": "LF question"}]}',
+                "langfuse.environment": "production",
+            },
+        ) as root,
+        t.start_as_current_span(
+            "my-generation",
+            attributes={
+                "langfuse.observation.type": "generation",
+                "langfuse.observation.model.name": "mistral-large",
+                "gen_ai.system": "mistralai",
+                "langfuse.observation.usage_details": '{"input": 11, "output": 4}',
+                "langfuse.observation.cost_details": '{"input": 0.0001, "output": 0.0002}',
+                "langfuse.observation.input": '[{"role": "user", "content": "LF question"}]',
+                "langfuse.observation.output": '{"role": "assistant", "content": "LF answer"}',
+                "langfuse.observation.level": "ERROR",
+                "langfuse.observation.status_message": "content filter",
+            },
+        ),
     ):
         pass
     tid = root.get_span_context().trace_id

@@ -15,9 +15,11 @@ two exporters sharing a trace all end with the same exact totals.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -39,6 +41,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
 )
 _MAX = 2_147_483_647
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 _UPSERT_TRACES = """
 INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, metadata)
@@ -62,31 +65,8 @@ ORDER BY v.sid
 ON CONFLICT (span_id) DO NOTHING
 """
 
-_SPAN_COLUMNS = (
-    "span_id",
-    "trace_id",
-    "parent_span_id",
-    "span_type",
-    "name",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "inputs",
-    "outputs",
-    "tokens",
-    "cost",
-    "model",
-    "provider",
-    "error",
-    "error_type",
-    "error_stack",
-    "api_limits",
-    "retry_count",
-    "timeout",
-    "evaluation",
-    "metadata",
-)
+#: Column types for ``jsonb_to_recordset``: the batch travels as one JSON document that the server
+#: parses in C, instead of one array parameter per column dumped by the client.
 _SPAN_TYPES = {
     "span_id": "uuid",
     "trace_id": "uuid",
@@ -97,39 +77,49 @@ _SPAN_TYPES = {
     "started_at": "timestamp",
     "completed_at": "timestamp",
     "duration_ms": "int4",
-    "inputs": "text",
-    "outputs": "text",
-    "tokens": "text",
+    "inputs": "jsonb",
+    "outputs": "jsonb",
+    "tokens": "jsonb",
     "cost": "numeric",
     "model": "text",
     "provider": "text",
     "error": "text",
     "error_type": "text",
     "error_stack": "text",
-    "api_limits": "text",
+    "api_limits": "jsonb",
     "retry_count": "int4",
     "timeout": "int4",
-    "evaluation": "text",
-    "metadata": "text",
+    "evaluation": "jsonb",
+    "metadata": "jsonb",
+    "child_spans": "text[]",
 }
-_JSON_COLUMNS = {"inputs", "outputs", "tokens", "api_limits", "evaluation", "metadata"}
-_UPDATE_ON_CONFLICT = [c for c in _SPAN_COLUMNS if c not in ("span_id", "trace_id")]
+_INSERT_COLUMNS = tuple(_SPAN_TYPES)
+#: Columns taken as they are from ``EncodedSpan``; ``child_spans`` is built from the batch.
+_SPAN_COLUMNS = tuple(c for c in _INSERT_COLUMNS if c != "child_spans")
+_JSON_COLUMNS = frozenset(c for c, t in _SPAN_TYPES.items() if t == "jsonb")
+_UPDATE_ON_CONFLICT = [c for c in _INSERT_COLUMNS if c not in ("span_id", "trace_id")]
 
 
 def _upsert_spans_sql() -> str:
-    arrays = ", ".join(f"%({c})s::{_SPAN_TYPES[c]}[]" for c in _SPAN_COLUMNS)
-    select = ", ".join(f"v.{c}::jsonb" if c in _JSON_COLUMNS else f"v.{c}" for c in _SPAN_COLUMNS)
+    record = ", ".join(f"{c} {_SPAN_TYPES[c]}" for c in _INSERT_COLUMNS)
     sets = []
     for c in _UPDATE_ON_CONFLICT:
         if c == "retry_count":
             sets.append("retry_count = GREATEST(EXCLUDED.retry_count, spans.retry_count)")
         elif c == "api_limits":
             sets.append("api_limits = spans.api_limits || EXCLUDED.api_limits")
+        elif c == "child_spans":  # a placeholder already lists the children seen so far
+            sets.append(
+                "child_spans = ARRAY(SELECT DISTINCT c FROM unnest(spans.child_spans || EXCLUDED.child_spans)"
+                " AS c ORDER BY c)"
+            )
         else:
             sets.append(f"{c} = EXCLUDED.{c}")
+    columns = ", ".join(_INSERT_COLUMNS)
     return (
-        f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)})\n"
-        f"SELECT {select}\nFROM unnest({arrays}) AS v({', '.join(_SPAN_COLUMNS)})\n"
+        f"INSERT INTO spans ({columns})\n"
+        f"SELECT {', '.join('v.' + c for c in _INSERT_COLUMNS)}\n"
+        f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS v({record})\n"
         "ORDER BY v.span_id\n"
         f"ON CONFLICT (span_id) DO UPDATE SET {', '.join(sets)}\n"
         # a real row is final: a re-export changes nothing; only placeholders get filled in
@@ -270,8 +260,59 @@ def _trace_params(deltas: list[TraceDelta], limits: Limits, explicit_ids: bool) 
     return p
 
 
-def _span_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
-    return {c: [getattr(s, c) for s in spans] for c in _SPAN_COLUMNS}
+def _json_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return '"' + value.isoformat() + '"'
+    return '"' + str(value) + '"'  # UUID, Decimal
+
+
+@dataclass(slots=True)
+class _ChildFold:
+    """What a batch's children tell their parent: ids, HTTP resend count, rate-limit info."""
+
+    ids: list[str] = field(default_factory=list)
+    max_retry: int = 0
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def _fold_children(spans: list[EncodedSpan]) -> dict[Any, _ChildFold]:
+    folds: dict[Any, _ChildFold] = defaultdict(_ChildFold)
+    for s in spans:
+        if s.parent_span_id is None:
+            continue
+        fold = folds[s.parent_span_id]
+        fold.ids.append(str(s.span_id))
+        if s.span_type == "http":  # HTTP client spans under a model call: retries, 429s, headers
+            fold.max_retry = max(fold.max_retry, s.retry_count)
+            fold.limits.update(s.api_limits_obj)
+    for fold in folds.values():
+        fold.ids.sort()
+    return folds
+
+
+def _span_rows_json(spans: list[EncodedSpan], folds: dict[Any, _ChildFold]) -> str:
+    """The batch as one JSON array; JSON columns are embedded as the text ``encode_span`` made.
+    Children in the same batch are folded into their parent's row here, not by a later UPDATE."""
+    rows = []
+    for s in spans:
+        fields = []
+        fold = folds.get(s.span_id)
+        for c in _SPAN_COLUMNS:
+            value = getattr(s, c)
+            if fold is not None and c == "retry_count":
+                value = max(value, fold.max_retry)
+            elif fold is not None and c == "api_limits" and fold.limits:
+                value = encode_json({**s.api_limits_obj, **fold.limits}, 10_000)[0]
+            fields.append(f'"{c}":{value if c in _JSON_COLUMNS else _json_scalar(value)}')
+        fields.append(f'"child_spans":{_dumps(fold.ids) if fold is not None else "[]"}')
+        rows.append("{" + ",".join(fields) + "}")
+    return "[" + ",".join(rows) + "]"
 
 
 def _placeholder_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
@@ -294,22 +335,15 @@ def _placeholder_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
     return p
 
 
-def _children_params(spans: list[EncodedSpan]) -> dict[str, list[Any]]:
-    groups: dict[Any, list[EncodedSpan]] = defaultdict(list)
-    for s in spans:
-        if s.parent_span_id is not None:
-            groups[s.parent_span_id].append(s)
+def _children_params(folds: dict[Any, _ChildFold]) -> dict[str, list[Any]]:
+    """Children whose parent row is not in the batch (a placeholder, or stored earlier)."""
     p: dict[str, list[Any]] = {"pid": [], "children": [], "max_retry": [], "limits": []}
-    for pid in sorted(groups):
-        children = groups[pid]
-        http = [c for c in children if c.span_type == "http"]
-        limits: dict[str, Any] = {}
-        for c in http:
-            limits.update(c.api_limits_obj)
+    for pid in sorted(folds):
+        fold = folds[pid]
         p["pid"].append(pid)
-        p["children"].append(",".join(sorted(str(c.span_id) for c in children)))
-        p["max_retry"].append(max((c.retry_count for c in http), default=0))
-        p["limits"].append(encode_json(limits, 10_000)[0])
+        p["children"].append(",".join(fold.ids))
+        p["max_retry"].append(fold.max_retry)
+        p["limits"].append(encode_json(fold.limits, 10_000)[0])
     return p
 
 
@@ -372,13 +406,15 @@ class SpanWriter:
     ) -> None:
         trace_p = _trace_params(deltas, self._limits, explicit_ids)
         placeholders = _placeholder_params(spans)
-        children = _children_params(spans)
-        ordered = sorted(spans, key=lambda s: s.span_id)
+        folds = _fold_children(spans)
+        in_batch = {s.span_id for s in spans}
+        children = _children_params({pid: f for pid, f in folds.items() if pid not in in_batch})
+        rows = _span_rows_json(sorted(spans, key=lambda s: s.span_id), folds)
         with self._pool.connection(timeout=timeout) as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(_UPSERT_TRACES, trace_p)
             if placeholders["sid"]:
                 cur.execute(_INSERT_PLACEHOLDERS, placeholders)
-            cur.execute(_UPSERT_SPANS, _span_params(ordered))
+            cur.execute(_UPSERT_SPANS, {"rows": rows})
             if children["pid"]:
                 cur.execute(_MERGE_CHILDREN, children)
             cur.execute(_RECOMPUTE_TRACES, trace_p)
