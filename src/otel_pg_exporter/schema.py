@@ -316,22 +316,27 @@ def install_schema(
     return result
 
 
-def _wanted(m: Migration, rls: bool, already_present: bool) -> bool:
-    return not m.optional or rls or already_present
-
-
-def _plan(
+def _pending(
     conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult
-) -> InstallResult:
+) -> Iterator[tuple[Migration, bool]]:
+    """Migrations still to run, each with "its objects already exist" (adopt rather than apply).
+    Unrecorded optional ones are skipped (noted in ``result``) unless ``rls`` or already present."""
     recorded = _recorded(conn)
     _check_checksums(migrations, recorded)
     for m in migrations:
         if m.version in recorded:
             continue
         present = _present(conn, m.version)
-        if not _wanted(m, rls, present):
+        if m.optional and not (rls or present):
             result.skipped.append(m.filename)
             continue
+        yield m, present
+
+
+def _plan(
+    conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult
+) -> InstallResult:
+    for m, present in _pending(conn, migrations, rls, result):
         if m.optional and _needs_auth_compat(conn):
             result.sql.append((AUTH_COMPAT_FILE, auth_compat_sql()))
         result.sql.append((m.filename, m.sql))
@@ -342,15 +347,7 @@ def _plan(
 def _apply(conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult) -> None:
     with conn.transaction():
         conn.execute(_BOOKKEEPING_DDL)
-    recorded = _recorded(conn)
-    _check_checksums(migrations, recorded)
-    for m in migrations:
-        if m.version in recorded:
-            continue
-        present = _present(conn, m.version)
-        if not _wanted(m, rls, present):
-            result.skipped.append(m.filename)
-            continue
+    for m, present in _pending(conn, migrations, rls, result):
         started = time.perf_counter()
         try:
             with conn.transaction():
