@@ -305,6 +305,16 @@ def _events_content(span: ReadableSpan, side: str) -> tuple[list[Any], str | Non
     return messages, source
 
 
+def _first_flat(attrs: Attrs, prefixes: Sequence[str], key: str, used: set[str]) -> dict[str, Any]:
+    """``{key: [...], "source": ...}`` from the first flattened ``<prefix>N.…`` family present."""
+    for prefix in prefixes:
+        items, keys = unflatten(attrs, prefix)
+        if items:
+            used.update(keys)
+            return {key: items, "source": prefix + "*"}
+    return {}
+
+
 def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, Any], set[str]]:
     """``inputs`` or ``outputs``: ``{"messages": [...]}`` or ``{"value": ...}``, plus ``source``.
 
@@ -331,12 +341,7 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
             parsed, _ = parse_json_lenient(details.attributes[key])
             result = {"messages": parsed, "source": f"event:{cv.OPERATION_DETAILS_EVENT}"}
     if not result:
-        for prefix in flat:
-            messages, keys = unflatten(attrs, prefix)
-            if messages:
-                result = {"messages": messages, "source": prefix + "*"}
-                used.update(keys)
-                break
+        result = _first_flat(attrs, flat, "messages", used)
     if not result:
         for name, mime_attr in values:
             if name in attrs:
@@ -346,12 +351,7 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
                     used.add(mime_attr)
                 break
     if not result and not is_input:
-        for prefix in cv.OUTPUT_DOCUMENT_PREFIXES:
-            documents, keys = unflatten(attrs, prefix)
-            if documents:
-                result = {"documents": documents, "source": prefix + "*"}
-                used.update(keys)
-                break
+        result = _first_flat(attrs, cv.OUTPUT_DOCUMENT_PREFIXES, "documents", used)
     if not result:
         messages, source = _events_content(span, side)
         if messages:
@@ -366,11 +366,9 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
                 used.add(name)
                 break
         else:
-            for prefix in cv.TOOL_DEFINITION_PREFIXES:
-                tools, keys = unflatten(attrs, prefix)
-                if tools:
-                    result["tools"] = tools
-                    used.update(keys)
+            tools = _first_flat(attrs, cv.TOOL_DEFINITION_PREFIXES, "tools", used)
+            if tools:
+                result["tools"] = tools["tools"]
     return result, used
 
 
