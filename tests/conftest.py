@@ -8,6 +8,7 @@ possible: every test errors with a message saying how to provide a server (never
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import install_schema
+
+# Spools of the exporters made by tests go to a throwaway directory, never the user's state dir.
+os.environ.setdefault("OTEL_EXPORTER_POSTGRES_SPOOL_DIR", tempfile.mkdtemp(prefix="otel-pg-test-spool-"))
 
 HOW_TO = (
     "The tests need a real PostgreSQL. Set OTEL_PG_TEST_DSN to a superuser DSN, e.g. "

@@ -203,7 +203,7 @@ def test_concurrent_exporters_on_overlapping_traces(db_dsn) -> None:
         e.shutdown()
     assert not any(th.is_alive() for th in threads)
     assert set(results) == {"SUCCESS"}
-    assert all(e.stats()["retries"] == 0 for e in exporters)
+    assert all(e.stats()["retried"] == 0 and e.stats()["spooled"] == 0 for e in exporters)
     for tid, (cost, tokens) in expected.items():
         trace = fetch_trace(db_dsn, tid)
         assert trace["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .errors import (
     ChecksumMismatch,
     ConfigurationError,
@@ -14,8 +15,6 @@ from .errors import (
 from .exporter import PostgresSpanExporter, configure
 from .ids import span_uuid, trace_uuid
 from .schema import InstallResult, MigrationState, install_schema, schema_status
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ChecksumMismatch",

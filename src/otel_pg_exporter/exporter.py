@@ -1,17 +1,24 @@
-"""``PostgresSpanExporter`` and ``configure()``: thin orchestration around mapping and writer.
+"""``PostgresSpanExporter`` and ``configure()``: thin orchestration around mapping, writer and spool.
 
-``export()`` maps each span (a span that breaks the mapping still gets a minimal row), writes the
-batch in one transaction, retries connection-class errors with exponential backoff and jitter
-within the export timeout, and never raises into the SDK. State changes are logged once each.
+``export()`` maps each span (a span that breaks the mapping still gets a minimal row) and writes the
+batch in one transaction. Connection-class errors are retried with exponential backoff and jitter
+within the export timeout; past it the batch goes to the durable spool and ``export()`` returns
+SUCCESS, so the SDK queue keeps draining. While the database is known to be down, batches go to the
+spool at once (no waiting), and a background replayer probes the database and drains the spool,
+oldest first, through the same idempotent writer. ``export()`` never raises into the SDK, and each
+state change is logged once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,7 +32,9 @@ from .dsn import describe, safe_message
 from .mapping import fallback_record, map_span
 from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
-from .writer import SpanWriter
+from .spool import Spool, decode_payload, default_spool_root, iter_records
+from .telemetry import ExporterTelemetry
+from .writer import SpanWriter, WriteReport
 
 logger = logging.getLogger("otel_pg_exporter")
 
@@ -39,15 +48,29 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 #: Shortest wait for a pooled connection per attempt (a quarter of the export timeout otherwise).
 ATTEMPT_MIN_S = 0.5
+#: How often the replayer looks for spool segments left by other (crashed) processes.
+RESCAN_S = 30.0
+
+#: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
+RECOMMENDED_BSP: dict[str, tuple[int, str]] = {
+    "max_queue_size": (8192, "OTEL_BSP_MAX_QUEUE_SIZE"),
+    "schedule_delay_millis": (1000, "OTEL_BSP_SCHEDULE_DELAY"),
+    "max_export_batch_size": (512, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+    "export_timeout_millis": (30000, "OTEL_BSP_EXPORT_TIMEOUT"),
+}
 
 
 class _StateLog:
-    """Logs a state change once ("database unreachable", "recovered"), never once per batch."""
+    """Logs a state change once ("database lost", "recovered"), never once per batch."""
 
     def __init__(self, target: str) -> None:
         self._target = target
         self._state = "ok"
         self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        return self._state
 
     def set(self, state: str, message: str = "") -> None:
         with self._lock:
@@ -57,7 +80,11 @@ class _StateLog:
         if state == "ok":
             logger.warning("otel-pg-exporter: writing to %s again (was: %s)", self._target, previous)
         else:
-            logger.error("otel-pg-exporter: %s on %s: %s", state, self._target, message)
+            logger.error("otel-pg-exporter: %s (%s): %s", state, self._target, message)
+
+
+def _backoff(attempt: int) -> float:
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 class PostgresSpanExporter(SpanExporter):
@@ -65,8 +92,9 @@ class PostgresSpanExporter(SpanExporter):
 
     ``dsn``: argument, else ``OTEL_EXPORTER_POSTGRES_DSN``, else ``DATABASE_URL``, else libpq's
     ``PG*`` variables. Options (or ``OTEL_EXPORTER_POSTGRES_<NAME>``): ``timeout_s``,
-    ``max_payload_chars``, ``prepared_statements`` (False for PgBouncer/Supabase transaction
-    poolers), ``pool_min_size``, ``pool_max_size``, ``application_name``.
+    ``max_payload_chars``, ``prepared_statements`` (False behind PgBouncer/Supabase transaction
+    poolers), ``pool_min_size``, ``pool_max_size``, ``application_name``, ``spool_dir`` ("off" to
+    disable), ``spool_max_bytes``, ``shutdown_timeout_s``. See the README for defaults.
     """
 
     def __init__(self, dsn: str | None = None, **options: Any) -> None:
@@ -88,53 +116,75 @@ class PostgresSpanExporter(SpanExporter):
         self._pool.open(wait=False)
         self._writer = SpanWriter(self._pool, self._limits)
         self._state = _StateLog(describe(s.dsn))
-        self._closed = threading.Event()
+        self._telemetry = ExporterTelemetry()
+        self._closing = threading.Event()  # shutdown() started: replayer drains until its deadline
+        self._closed = threading.Event()  # shutdown() done: export() refuses
         self._shutdown_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._stats: dict[str, int] = {
-            "exported": 0,
-            "degraded": 0,
-            "dropped": 0,
-            "mapping_fallbacks": 0,
-            "retries": 0,
-            "failed_batches": 0,
-        }
+        self._shutdown_deadline = float("inf")
+        self._db_down = threading.Event()  # set while batches go straight to the spool
+        self._wake = threading.Event()
+        self._replayer: threading.Thread | None = None
+        self._replayer_lock = threading.Lock()
+        self.spool: Spool | None = None
+        if s.spool_enabled:
+            root = Path(s.spool_dir) if s.spool_dir else default_spool_root()
+            self.spool = Spool(root, s.dsn, s.spool_max_bytes)
+            if self.spool.has_data():  # left by an earlier process (or a crash): replay it
+                self._start_replayer()
 
     # -- SpanExporter API --------------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed.is_set():
             return SpanExportResult.FAILURE
+        started = time.perf_counter()
+        count = len(spans)
+        self._telemetry.inflight(count)
+        outcome = "failure"
         try:
-            return self._export(spans)
+            result, outcome = self._export(spans)
+            return result
         except Exception as exc:  # never raise into the SDK
-            self._count(failed_batches=1)
+            self._telemetry.add("failed_batches", 1)
+            self._telemetry.add("dropped", count, reason="internal_error")
             self._state.set("export failed", safe_message(exc, self.settings.dsn))
             return SpanExportResult.FAILURE
+        finally:
+            self._telemetry.inflight(-count)
+            self._telemetry.export_duration(time.perf_counter() - started, outcome)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Nothing is buffered here: every ``export()`` has committed before it returns."""
+        """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced)."""
         return True
 
     def shutdown(self) -> None:
-        """Close the pool (idempotent). Later ``export()`` calls return FAILURE."""
+        """Drain the spool to the database for up to ``shutdown_timeout_s``, keep the rest on disk,
+        close the pool. Idempotent; later ``export()`` calls return FAILURE."""
         with self._shutdown_lock:
-            if self._closed.is_set():
+            if self._closing.is_set():
                 return
-            self._closed.set()
-            self._pool.close(timeout=self.settings.timeout_s)
+            self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_s
+            self._closing.set()
+        self._wake.set()
+        replayer = self._replayer
+        if replayer is not None:
+            replayer.join(timeout=max(0.0, self._shutdown_deadline - time.monotonic()) + 1.0)
+        self._closed.set()
+        if self.spool is not None:
+            self.spool.close()
+        self._pool.close(timeout=max(0.5, self._shutdown_deadline - time.monotonic()))
 
-    # -- internals --------------------------------------------------------------------------------
+    # -- introspection ------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
-        """Counters since start: spans exported, degraded, dropped, retries, failed batches."""
-        with self._stats_lock:
-            return dict(self._stats)
-
-    def _count(self, **deltas: int) -> None:
-        with self._stats_lock:
-            for key, value in deltas.items():
-                self._stats[key] += value
+    def stats(self) -> dict[str, Any]:
+        """Counters since start: exported, spooled, replayed, retried, dropped (+ by reason),
+        sanitized, degraded, failed batches, export latency, and the spool's backlog."""
+        out = self._telemetry.snapshot()
+        out["state"] = self._state.state
+        if self.spool is not None:
+            out["spool_dir"] = str(self.spool.directory)
+            out["spool_bytes"] = self.spool.size_bytes()
+        return out
 
     def encode(self, spans: Sequence[ReadableSpan]) -> list[EncodedSpan]:
         """Map and encode a batch; a span that breaks the mapping gets a minimal row instead."""
@@ -144,7 +194,7 @@ class PostgresSpanExporter(SpanExporter):
                 encoded.append(encode_span(map_span(span), self._limits))
             except Exception as exc:
                 record = fallback_record(span, exc)
-                self._count(mapping_fallbacks=1)
+                self._telemetry.add("mapping_fallbacks", 1)
                 logger.warning(
                     "otel-pg-exporter: span %r mapped minimally: %s",
                     span.name,
@@ -152,11 +202,28 @@ class PostgresSpanExporter(SpanExporter):
                 )
                 if record is not None:
                     encoded.append(encode_span(record, self._limits))
+                else:
+                    self._telemetry.add("dropped", 1, reason="invalid_span")
+        self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
         return encoded
 
-    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        deadline = time.monotonic() + self.settings.timeout_s
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _record(self, report: WriteReport, replayed: bool = False) -> None:
+        t = self._telemetry
+        t.add("exported", report.written)
+        if replayed:
+            t.add("replayed", report.written)
+        t.add("degraded", report.degraded)
+        t.add("dropped", report.dropped, reason="rejected_by_database")
+
+    def _export(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
         encoded = self.encode(spans)
+        if not encoded:
+            return SpanExportResult.SUCCESS, "empty"
+        if self.spool is not None and self._db_down.is_set():
+            return self._to_spool(encoded)
+        deadline = time.monotonic() + self.settings.timeout_s
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -165,24 +232,146 @@ class PostgresSpanExporter(SpanExporter):
                 wait = max(0.1, min(remaining, max(ATTEMPT_MIN_S, self.settings.timeout_s / 4)))
                 report = self._writer.write(encoded, timeout=wait)
             except CONNECTION_ERRORS as exc:
-                delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
-                remaining = deadline - time.monotonic()
-                if remaining <= delay or self._closed.is_set():
-                    self._count(failed_batches=1)
-                    self._state.set("database unreachable", safe_message(exc, self.settings.dsn))
-                    return SpanExportResult.FAILURE
+                delay = _backoff(attempt)
+                if deadline - time.monotonic() <= delay or self._closed.is_set():
+                    return self._unreachable(encoded, exc)
                 attempt += 1
-                self._count(retries=1)
+                self._telemetry.add("retried", 1)
                 self._closed.wait(delay)
                 continue
-            self._state.set("ok")
-            self._count(exported=report.written, degraded=report.degraded, dropped=report.dropped)
-            return SpanExportResult.SUCCESS
+            if self._state.state != "ok" and not self._db_down.is_set():
+                self._state.set("ok")
+            self._record(report)
+            return SpanExportResult.SUCCESS, "stored"
+
+    def _unreachable(self, encoded: list[EncodedSpan], exc: BaseException) -> tuple[SpanExportResult, str]:
+        message = safe_message(exc, self.settings.dsn)
+        if self.spool is None:
+            self._state.set("database unreachable, spool off: batches are lost", message)
+            self._telemetry.add("failed_batches", 1)
+            self._telemetry.add("dropped", len(encoded), reason="database_unreachable")
+            return SpanExportResult.FAILURE, "failure"
+        self._state.set(f"database unreachable, spooling to {self.spool.directory}", message)
+        self._db_down.set()
+        return self._to_spool(encoded)
+
+    def _to_spool(self, encoded: list[EncodedSpan]) -> tuple[SpanExportResult, str]:
+        assert self.spool is not None
+        try:
+            dropped = self.spool.append(encoded)
+        except OSError as exc:
+            self._state.set("spool not writable: batches are lost", safe_message(exc))
+            self._telemetry.add("failed_batches", 1)
+            self._telemetry.add("dropped", len(encoded), reason="spool_error")
+            return SpanExportResult.FAILURE, "failure"
+        self._telemetry.add("spooled", len(encoded))
+        self._telemetry.add("dropped", dropped, reason="spool_full")
+        self._start_replayer()
+        self._wake.set()
+        return SpanExportResult.SUCCESS, "spooled"
+
+    # -- replay -------------------------------------------------------------------------------------
+
+    def _start_replayer(self) -> None:
+        with self._replayer_lock:
+            if self._replayer is None or not self._replayer.is_alive():
+                self._replayer = threading.Thread(
+                    target=self._replay_loop, name="otel-pg-exporter-replay", daemon=True
+                )
+                self._replayer.start()
+
+    def _stop_replaying(self) -> bool:
+        return self._closing.is_set() and time.monotonic() >= self._shutdown_deadline
+
+    def _probe(self) -> bool:
+        try:
+            with self._pool.connection(timeout=min(2.0, self.settings.timeout_s)) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except CONNECTION_ERRORS:
+            return False
+        except Exception:  # e.g. the pool is closed
+            return False
+
+    def _replay_loop(self) -> None:
+        assert self.spool is not None
+        attempt = 0
+        while not self._stop_replaying():
+            if not self.spool.has_data():
+                self._db_down.clear()
+                if self._closing.is_set():
+                    return
+                self._wake.wait(RESCAN_S)
+                self._wake.clear()
+                continue
+            if not self._probe():
+                if self._closing.is_set():
+                    return  # down at shutdown: what is spooled stays for the next process
+                self._db_down.set()
+                self._closing.wait(_backoff(attempt + 1))  # new spool data does not cut this short
+                attempt += 1
+                continue
+            attempt = 0
+            self.spool.seal()  # our active segment becomes replayable
+            outcome = self._replay_segments()
+            if outcome == "failed":
+                self._db_down.set()
+                continue
+            if outcome == "done" and not self.spool.has_data():
+                self._db_down.clear()
+                self._state.set("ok")
+            elif outcome == "busy":  # segments held by other processes: look again later
+                self._db_down.clear()
+                self._closing.wait(1.0)
+
+    def _replay_segments(self) -> str:
+        """Replay every segment we can claim, oldest first: "done", "failed" or "busy"."""
+        assert self.spool is not None
+        replayed = 0
+        busy = False
+        for path in self.spool.segments():
+            if self._stop_replaying():
+                return "failed"
+            with self.spool.claim(path) as f:
+                if f is None:
+                    busy = True
+                    continue
+                for record in iter_records(f, path.name):
+                    try:
+                        spans = decode_payload(record.payload)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        logger.warning(
+                            "otel-pg-exporter: spool %s: unreadable record skipped: %s", path.name, exc
+                        )
+                        self._telemetry.add("dropped", record.span_count, reason="spool_corrupt")
+                        continue
+                    try:
+                        report = self._writer.write(spans, timeout=self.settings.timeout_s)
+                    except CONNECTION_ERRORS:
+                        return "failed"
+                    self._record(report, replayed=True)
+                    replayed += report.written
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if replayed:
+            logger.warning(
+                "otel-pg-exporter: replay done: %d spooled spans stored (pid %d)", replayed, os.getpid()
+            )
+        return "busy" if busy else "done"
 
 
-def configure(dsn: str | None = None, *, service_name: str | None = None, **options: Any) -> TracerProvider:
+def configure(
+    dsn: str | None = None,
+    *,
+    service_name: str | None = None,
+    batch: dict[str, int] | None = None,
+    **options: Any,
+) -> TracerProvider:
     """One line of setup: a ``BatchSpanProcessor`` around ``PostgresSpanExporter`` on the global
-    ``TracerProvider`` (created, with ``service_name`` if given, unless an SDK one is already set)."""
+    ``TracerProvider`` (created, with ``service_name`` if given, unless an SDK one is already set).
+
+    The processor gets the recommended queue settings (``RECOMMENDED_BSP``) unless ``batch`` or the
+    SDK's ``OTEL_BSP_*`` variables say otherwise."""
     exporter = PostgresSpanExporter(dsn, **options)
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -191,5 +380,9 @@ def configure(dsn: str | None = None, *, service_name: str | None = None, **opti
         attributes = {"service.name": service_name} if service_name else {}
         provider = TracerProvider(resource=Resource.create(attributes))
         trace.set_tracer_provider(provider)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    chosen = dict(batch or {})
+    for name, (value, env_var) in RECOMMENDED_BSP.items():
+        if name not in chosen and not os.environ.get(env_var):
+            chosen[name] = value
+    provider.add_span_processor(BatchSpanProcessor(exporter, **chosen))
     return provider

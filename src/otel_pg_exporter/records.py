@@ -68,6 +68,8 @@ class EncodedSpan:
     hints: TraceHints
     parent_hex: str | None
     api_limits_obj: dict[str, Any] = field(default_factory=dict)
+    #: True when ``encode_span`` had to change a value (see ``metadata.sanitized``)
+    sanitized: bool = False
 
 
 @dataclass(slots=True)
@@ -150,6 +152,7 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
     )
     if notes:
         metadata["sanitized"] = notes
+        encoded.sanitized = True
     encoded.metadata = _encode_metadata(metadata, cap)
     return encoded
 

@@ -10,6 +10,7 @@ from .dsn import resolve_dsn
 from .errors import ConfigurationError
 
 ENV_PREFIX = "OTEL_EXPORTER_POSTGRES_"
+SPOOL_OFF = frozenset({"off", "none", "false", "0", "disabled"})
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,21 @@ class ExporterSettings:
     pool_min_size: int = 1
     pool_max_size: int = 4
     application_name: str = "otel-pg-exporter"
+    #: None: the default location (see ``spool.default_spool_root``); "off": no spool.
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    shutdown_timeout_s: float = 5.0
+
+    @property
+    def spool_enabled(self) -> bool:
+        return (self.spool_dir or "").strip().lower() not in SPOOL_OFF
 
     def __repr__(self) -> str:  # never show the DSN (it may hold a password)
         return (
             f"ExporterSettings(dsn_source={self.dsn_source!r}, timeout_s={self.timeout_s}, "
             f"max_payload_chars={self.max_payload_chars}, prepared_statements={self.prepared_statements}, "
-            f"pool={self.pool_min_size}..{self.pool_max_size})"
+            f"pool={self.pool_min_size}..{self.pool_max_size}, spool_dir={self.spool_dir!r}, "
+            f"spool_max_bytes={self.spool_max_bytes})"
         )
 
 
@@ -72,6 +82,9 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "pool_min_size": ("POOL_MIN_SIZE", int),
     "pool_max_size": ("POOL_MAX_SIZE", int),
     "application_name": ("APPLICATION_NAME", str),
+    "spool_dir": ("SPOOL_DIR", str),
+    "spool_max_bytes": ("SPOOL_MAX_BYTES", int),
+    "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT", float),
 }
 
 

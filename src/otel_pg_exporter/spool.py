@@ -1,0 +1,368 @@
+"""Durable local spool for batches the database could not take.
+
+Layout: ``<spool_dir>/<destination>/<time_ns>-<pid>-<rand>.spool``, where ``destination`` is a hash
+of the DSN's host, port, database and user (never the password), so exporters of different
+databases never replay each other's data.
+
+Each process appends only to segment files it created and holds an exclusive ``flock`` on its
+active segment; any process may replay a segment whose lock it can take (a sealed segment, or one
+left by a crashed process). Several processes can therefore share one spool directory. Replaying the
+same segment twice is harmless: the writer's path is idempotent.
+
+Record format (little endian): ``b"OPGS" | u32 payload length | u32 crc32(payload) | u32 span count``
+then the payload, zlib-compressed JSON ``{"v": 1, "spans": [...]}``. Every append is fsynced. A torn
+or corrupted record fails its length or CRC check; the reader logs it, searches for the next magic and
+goes on, so half a record is never replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import struct
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .dsn import describe
+from .mapping import TraceHints
+from .records import EncodedSpan
+
+logger = logging.getLogger("otel_pg_exporter")
+
+MAGIC = b"OPGS"
+HEADER = struct.Struct("<4sIII")
+FORMAT_VERSION = 1
+SUFFIX = ".spool"
+#: Upper bound for one record's payload: anything larger in a header is corruption.
+MAX_RECORD_BYTES = 1 << 30
+
+
+def default_spool_root() -> Path:
+    """``$XDG_STATE_HOME/otel-pg-exporter/spool`` (``~/.local/state/...``), else a per-user temp dir."""
+    state = os.environ.get("XDG_STATE_HOME")
+    base = Path(state) if state else Path.home() / ".local" / "state"
+    candidate = base / "otel-pg-exporter" / "spool"
+    try:
+        candidate.mkdir(parents=True, exist_ok=True)
+        if os.access(candidate, os.W_OK):
+            return candidate
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"otel-pg-exporter-{os.getuid()}" / "spool"
+
+
+def destination_key(dsn: str) -> str:
+    """A short, password-free name for where a spool's data belongs."""
+    return hashlib.sha256(describe(dsn).encode()).hexdigest()[:16]
+
+
+# -- EncodedSpan <-> JSON -------------------------------------------------------------------------
+
+_SCALAR_FIELDS = (
+    "span_type",
+    "name",
+    "status",
+    "duration_ms",
+    "inputs",
+    "outputs",
+    "tokens",
+    "model",
+    "provider",
+    "error",
+    "error_type",
+    "error_stack",
+    "api_limits",
+    "retry_count",
+    "timeout",
+    "evaluation",
+    "metadata",
+    "parent_hex",
+    "api_limits_obj",
+    "sanitized",
+)
+
+
+def _span_to_json(s: EncodedSpan) -> dict[str, Any]:
+    out: dict[str, Any] = {f: getattr(s, f) for f in _SCALAR_FIELDS}
+    out["span_id"] = str(s.span_id)
+    out["trace_id"] = str(s.trace_id)
+    out["parent_span_id"] = str(s.parent_span_id) if s.parent_span_id else None
+    out["started_at"] = s.started_at.isoformat() if s.started_at else None
+    out["completed_at"] = s.completed_at.isoformat() if s.completed_at else None
+    out["cost"] = str(s.cost)
+    h = s.hints
+    out["hints"] = {
+        "trace_id": str(h.trace_id),
+        "trace_hex": h.trace_hex,
+        "is_root": h.is_root,
+        "start_ns": h.start_ns,
+        "workflow": h.workflow,
+        "user": h.user,
+        "query": h.query,
+        "execution_id": h.execution_id,
+        "metadata": h.metadata,
+    }
+    return out
+
+
+def _span_from_json(d: dict[str, Any]) -> EncodedSpan:
+    h = d["hints"]
+    hints = TraceHints(
+        trace_id=uuid.UUID(h["trace_id"]),
+        trace_hex=h["trace_hex"],
+        is_root=h["is_root"],
+        start_ns=h["start_ns"],
+        workflow=tuple(h["workflow"]),  # type: ignore[arg-type]
+        user=tuple(h["user"]) if h["user"] else None,  # type: ignore[arg-type]
+        query=tuple(h["query"]) if h["query"] else None,  # type: ignore[arg-type]
+        execution_id=h["execution_id"],
+        metadata=h["metadata"],
+    )
+    kwargs = {f: d[f] for f in _SCALAR_FIELDS}
+    return EncodedSpan(
+        span_id=uuid.UUID(d["span_id"]),
+        trace_id=uuid.UUID(d["trace_id"]),
+        parent_span_id=uuid.UUID(d["parent_span_id"]) if d["parent_span_id"] else None,
+        started_at=datetime.fromisoformat(d["started_at"]) if d["started_at"] else None,
+        completed_at=datetime.fromisoformat(d["completed_at"]) if d["completed_at"] else None,
+        cost=Decimal(d["cost"]),
+        hints=hints,
+        **kwargs,
+    )
+
+
+def encode_batch(spans: list[EncodedSpan]) -> bytes:
+    """One spool record (header + payload) for a batch."""
+    payload = zlib.compress(
+        json.dumps(
+            {"v": FORMAT_VERSION, "spans": [_span_to_json(s) for s in spans]},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8"),
+        level=1,
+    )
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(spans)) + payload
+
+
+def decode_payload(payload: bytes) -> list[EncodedSpan]:
+    doc = json.loads(zlib.decompress(payload))
+    if doc.get("v") != FORMAT_VERSION:
+        raise ValueError(f"unknown spool format version {doc.get('v')!r}")
+    return [_span_from_json(d) for d in doc["spans"]]
+
+
+@dataclass
+class Record:
+    """One intact record read back from a segment."""
+
+    offset: int
+    span_count: int
+    payload: bytes
+
+
+def iter_records(f: BinaryIO, name: str = "") -> Iterator[Record]:
+    """Intact records of a segment; torn or corrupted ones are logged and skipped."""
+    data = f.read()
+    pos = 0
+    while pos + HEADER.size <= len(data):
+        magic, length, crc, count = HEADER.unpack_from(data, pos)
+        start = pos + HEADER.size
+        if magic == MAGIC and length <= MAX_RECORD_BYTES and start + length <= len(data):
+            payload = data[start : start + length]
+            if zlib.crc32(payload) == crc:
+                yield Record(pos, count, payload)
+                pos = start + length
+                continue
+        nxt = data.find(MAGIC, pos + 1)
+        what = "torn record at end" if nxt < 0 and start + length > len(data) else "corrupted record"
+        logger.warning("otel-pg-exporter: spool %s: skipped %s at byte %d", name, what, pos)
+        if nxt < 0:
+            return
+        pos = nxt
+    if pos < len(data):
+        logger.warning("otel-pg-exporter: spool %s: skipped torn record at end (byte %d)", name, pos)
+
+
+def count_spans(path: Path) -> int:
+    """Spans held by a segment's intact records (headers only; used to count drops exactly)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(r.span_count for r in iter_records(f, path.name))
+    except FileNotFoundError:
+        return 0
+
+
+class Spool:
+    """Append-only, fsynced, size-bounded segment files for one destination database."""
+
+    def __init__(self, root: Path, dsn: str, max_bytes: int, segment_bytes: int | None = None) -> None:
+        self.directory = Path(root) / destination_key(dsn)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
+        self._lock = threading.Lock()
+        self._active: BinaryIO | None = None
+        self._active_path: Path | None = None
+        self._active_size = 0
+        self.dropped_spans = 0
+        self.dropped_segments = 0
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def append(self, spans: list[EncodedSpan]) -> int:
+        """Write one batch durably; returns the number of spans dropped to make room (oldest first,
+        or this batch itself if nothing older can be dropped)."""
+        record = encode_batch(spans)
+        with self._lock:
+            dropped = self._make_room(len(record))
+            if dropped < 0:  # nothing could be dropped: this batch is the drop
+                self.dropped_spans += len(spans)
+                return len(spans)
+            if self._active is None or self._active_size + len(record) > self.segment_bytes:
+                self._rotate()
+            assert self._active is not None
+            self._active.write(record)
+            self._active.flush()
+            os.fsync(self._active.fileno())
+            self._active_size += len(record)
+            return dropped
+
+    def _rotate(self) -> None:
+        self._close_active()
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
+        path = self.directory / name
+        f = open(path, "ab")  # noqa: SIM115 (kept open until sealed)
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _fsync_dir(self.directory)
+        self._active, self._active_path, self._active_size = f, path, 0
+
+    def _close_active(self) -> None:
+        if self._active is not None:
+            with contextlib.suppress(OSError):
+                self._active.flush()
+                os.fsync(self._active.fileno())
+            self._active.close()  # releases the flock
+            if self._active_size == 0 and self._active_path is not None:
+                with contextlib.suppress(OSError):
+                    self._active_path.unlink()
+        self._active, self._active_path, self._active_size = None, None, 0
+
+    def seal(self) -> None:
+        """Close the active segment so it can be replayed; the next append starts a new one."""
+        with self._lock:
+            self._close_active()
+
+    def _make_room(self, needed: int) -> int:
+        """Drop oldest segments until ``needed`` bytes fit. Returns spans dropped, -1 if impossible."""
+        if needed > self.max_bytes:
+            return -1
+        dropped = 0
+        while self.size_bytes() + needed > self.max_bytes:
+            count = self._drop_oldest()
+            if count is None:
+                return -1
+            dropped += count
+        return dropped
+
+    def _drop_oldest(self) -> int | None:
+        """Remove the oldest segment nobody holds (ours last); its span count, None if none."""
+        for path in self.segments():
+            with self.claim(path) as f:
+                if f is None:
+                    continue
+                count = sum(r.span_count for r in iter_records(f, path.name))
+                path.unlink(missing_ok=True)
+            self._log_drop(count)
+            return count
+        if self._active_path is not None and self._active_size > 0:
+            victim = self._active_path
+            count = count_spans(victim)
+            self._close_active()
+            victim.unlink(missing_ok=True)
+            self._log_drop(count)
+            return count
+        return None
+
+    def _log_drop(self, count: int) -> None:
+        self.dropped_spans += count
+        self.dropped_segments += 1
+        logger.error(
+            "otel-pg-exporter: spool full (%d bytes): dropped %d oldest spans", self.max_bytes, count
+        )
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def segments(self) -> list[Path]:
+        """Segment files, oldest first."""
+        try:
+            return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
+        except FileNotFoundError:
+            return []
+
+    def size_bytes(self) -> int:
+        total = 0
+        for p in self.segments():
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_size
+        return total
+
+    def pending_spans(self) -> int:
+        return sum(count_spans(p) for p in self.segments())
+
+    def has_data(self) -> bool:
+        return any(True for _ in self.segments())
+
+    @contextlib.contextmanager
+    def claim(self, path: Path) -> Iterator[BinaryIO | None]:
+        """Exclusive hold on a segment for replay (None if another process or our writer has it)."""
+        if path == self._active_path:
+            yield None
+            return
+        try:
+            f = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    yield None
+                    return
+                raise
+            if os.fstat(f.fileno()).st_nlink == 0:  # replayed and removed meanwhile
+                yield None
+                return
+            yield f
+        finally:
+            f.close()
+
+    def close(self) -> None:
+        self.seal()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
