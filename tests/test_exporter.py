@@ -45,7 +45,9 @@ def test_mapping_is_pure_and_needs_no_database() -> None:
 
 
 def test_export_never_raises_when_the_database_is_unreachable(capture) -> None:
-    exporter = PostgresSpanExporter("postgresql://u:topsecret-pw@127.0.0.1:1/none", timeout_s=3, spool_dir="off")
+    exporter = PostgresSpanExporter(
+        "postgresql://u:topsecret-pw@127.0.0.1:1/none", timeout_s=3, spool_dir="off"
+    )
     with capture.tracer.start_as_current_span("lost"):
         pass
     started = time.monotonic()
@@ -61,7 +63,9 @@ def test_export_never_raises_when_the_database_is_unreachable(capture) -> None:
 
 
 def test_database_down_is_logged_once_without_password(capture, caplog) -> None:
-    exporter = PostgresSpanExporter("postgresql://u:topsecret-pw@127.0.0.1:1/none", timeout_s=0.3, spool_dir="off")
+    exporter = PostgresSpanExporter(
+        "postgresql://u:topsecret-pw@127.0.0.1:1/none", timeout_s=0.3, spool_dir="off"
+    )
     try:
         for _ in range(3):
             with capture.tracer.start_as_current_span("lost"):

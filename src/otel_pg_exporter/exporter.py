@@ -101,20 +101,27 @@ class PostgresSpanExporter(SpanExporter):
         self.settings: ExporterSettings = resolve_settings(dsn, **options)
         s = self.settings
         self._limits = Limits(max_payload_chars=s.max_payload_chars)
-        connect_kwargs: dict[str, Any] = {"autocommit": True, "application_name": s.application_name}
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": s.application_name,
+            # a server that accepts TCP but never answers (partition, overloaded proxy) must not
+            # hold a pool worker forever
+            "connect_timeout": max(2, round(s.timeout_s)),
+            # notice a dead peer on an idle pooled connection within about a minute
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
         if not s.prepared_statements:
-            connect_kwargs["prepare_threshold"] = None
-        self._pool = ConnectionPool(
-            s.dsn,
-            min_size=s.pool_min_size,
-            max_size=s.pool_max_size,
-            kwargs=connect_kwargs,
-            timeout=s.timeout_s,
-            open=False,
-            name="otel-pg-exporter",
+            self._connect_kwargs["prepare_threshold"] = None
+        self._pool_lock = threading.Lock()
+        self._pool = self._new_pool()
+        self._writer = SpanWriter(
+            lambda timeout: self._pool.connection(timeout=timeout),
+            self._limits,
+            transaction_timeout_s=s.timeout_s,
         )
-        self._pool.open(wait=False)
-        self._writer = SpanWriter(self._pool, self._limits)
         self._state = _StateLog(describe(s.dsn))
         self._telemetry = ExporterTelemetry()
         self._closing = threading.Event()  # shutdown() started: replayer drains until its deadline
@@ -131,6 +138,27 @@ class PostgresSpanExporter(SpanExporter):
             self.spool = Spool(root, s.dsn, s.spool_max_bytes)
             if self.spool.has_data():  # left by an earlier process (or a crash): replay it
                 self._start_replayer()
+
+    def _new_pool(self) -> ConnectionPool:
+        s = self.settings
+        pool = ConnectionPool(
+            s.dsn,
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            kwargs=self._connect_kwargs,
+            timeout=s.timeout_s,
+            open=False,
+            name="otel-pg-exporter",
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _reset_pool(self) -> None:
+        """Replace a pool stuck in its reconnect backoff (which doubles up to minutes) once the
+        database answers again; the old one closes in the background."""
+        with self._pool_lock:
+            old, self._pool = self._pool, self._new_pool()
+        threading.Thread(target=old.close, kwargs={"timeout": 1.0}, daemon=True).start()
 
     # -- SpanExporter API --------------------------------------------------------------------------
 
@@ -284,14 +312,19 @@ class PostgresSpanExporter(SpanExporter):
         return self._closing.is_set() and time.monotonic() >= self._shutdown_deadline
 
     def _probe(self) -> bool:
+        """Is the database back? Asked with a direct connection, so the answer does not wait for the
+        pool's reconnect backoff; if the database answers but the pool does not, renew the pool."""
         try:
-            with self._pool.connection(timeout=min(2.0, self.settings.timeout_s)) as conn:
+            with psycopg.connect(self.settings.dsn, **{**self._connect_kwargs, "connect_timeout": 2}) as conn:
                 conn.execute("SELECT 1")
-            return True
-        except CONNECTION_ERRORS:
+        except Exception:
             return False
-        except Exception:  # e.g. the pool is closed
-            return False
+        try:
+            with self._pool.connection(timeout=0.5) as conn:
+                conn.execute("SELECT 1")
+        except Exception:
+            self._reset_pool()
+        return True
 
     def _replay_loop(self) -> None:
         assert self.spool is not None
@@ -305,10 +338,13 @@ class PostgresSpanExporter(SpanExporter):
                 self._wake.clear()
                 continue
             if not self._probe():
-                if self._closing.is_set():
-                    return  # down at shutdown: what is spooled stays for the next process
+                # Still down. During shutdown keep trying until its deadline; what is left then
+                # stays on disk for the next process.
                 self._db_down.set()
-                self._closing.wait(_backoff(attempt + 1))  # new spool data does not cut this short
+                if self._closing.is_set():
+                    time.sleep(min(0.5, max(0.0, self._shutdown_deadline - time.monotonic())))
+                else:
+                    self._closing.wait(_backoff(attempt + 1))  # new spool data does not cut this short
                 attempt += 1
                 continue
             attempt = 0
@@ -320,9 +356,10 @@ class PostgresSpanExporter(SpanExporter):
             if outcome == "done" and not self.spool.has_data():
                 self._db_down.clear()
                 self._state.set("ok")
-            elif outcome == "busy":  # segments held by other processes: look again later
+            elif outcome == "busy":  # the rest is held by live processes that replay it themselves
                 self._db_down.clear()
-                self._closing.wait(1.0)
+                self._wake.wait(RESCAN_S)
+                self._wake.clear()
 
     def _replay_segments(self) -> str:
         """Replay every segment we can claim, oldest first: "done", "failed" or "busy"."""

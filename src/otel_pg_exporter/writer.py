@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
 
 from .conventions import MODEL_CALL_TYPES
 from .records import EncodedSpan, Limits, TraceDelta, trace_deltas
@@ -347,12 +351,49 @@ def _children_params(folds: dict[Any, _ChildFold]) -> dict[str, list[Any]]:
     return p
 
 
-class SpanWriter:
-    """Writes batches of encoded spans through a connection pool; isolates bad rows."""
+#: Hands out a connection for one transaction, waiting at most ``timeout`` seconds (a pool's
+#: ``connection`` method fits).
+ConnectionSource = Callable[[float | None], AbstractContextManager[psycopg.Connection]]
 
-    def __init__(self, pool: ConnectionPool, limits: Limits | None = None) -> None:
-        self._pool = pool
+
+def _sever(conn: psycopg.Connection) -> None:
+    """Shut the connection's socket down under libpq, so a read blocked on a silent network
+    (no RST, no FIN: a partition, a dead NAT entry) fails now instead of never."""
+    try:
+        dup = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
+
+
+@contextmanager
+def _watchdog(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+    timer = threading.Timer(seconds, _sever, args=(conn,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+class SpanWriter:
+    """Writes batches of encoded spans in one transaction each; isolates rows the database refuses.
+
+    ``transaction_timeout_s`` bounds one transaction on the client side: past it the socket is
+    shut down, which surfaces as a connection error (retried or spooled by the caller)."""
+
+    def __init__(
+        self, connection: ConnectionSource, limits: Limits | None = None, transaction_timeout_s: float = 30.0
+    ) -> None:
+        self._connection = connection
         self._limits = limits or Limits()
+        self._transaction_timeout_s = transaction_timeout_s
 
     def write(self, spans: list[EncodedSpan], *, timeout: float | None = None) -> WriteReport:
         """Store ``spans``. Connection errors propagate (the caller retries); data errors are
@@ -410,7 +451,12 @@ class SpanWriter:
         in_batch = {s.span_id for s in spans}
         children = _children_params({pid: f for pid, f in folds.items() if pid not in in_batch})
         rows = _span_rows_json(sorted(spans, key=lambda s: s.span_id), folds)
-        with self._pool.connection(timeout=timeout) as conn, conn.transaction(), conn.cursor() as cur:
+        with (
+            self._connection(timeout) as conn,
+            _watchdog(conn, self._transaction_timeout_s),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             cur.execute(_UPSERT_TRACES, trace_p)
             if placeholders["sid"]:
                 cur.execute(_INSERT_PLACEHOLDERS, placeholders)
