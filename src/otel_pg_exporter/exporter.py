@@ -397,6 +397,13 @@ class PostgresSpanExporter(SpanExporter):
         return "busy" if busy else "done"
 
 
+def _env_int(name: str) -> int | None:
+    try:
+        return int(os.environ.get(name, ""))
+    except ValueError:
+        return None
+
+
 def configure(
     dsn: str | None = None,
     *,
@@ -421,5 +428,9 @@ def configure(
     for name, (value, env_var) in RECOMMENDED_BSP.items():
         if name not in chosen and not os.environ.get(env_var):
             chosen[name] = value
+    # the SDK refuses a batch larger than the queue (e.g. OTEL_BSP_MAX_QUEUE_SIZE=100)
+    queue = chosen.get("max_queue_size") or _env_int("OTEL_BSP_MAX_QUEUE_SIZE") or 2048
+    if "max_export_batch_size" in chosen and chosen["max_export_batch_size"] > queue:
+        chosen["max_export_batch_size"] = queue
     provider.add_span_processor(BatchSpanProcessor(exporter, **chosen))
     return provider

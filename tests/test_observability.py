@@ -1,0 +1,111 @@
+"""Self-observability: stats(), OpenTelemetry metrics, state-change logging; configure()'s queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from faults import TcpProxy
+from otel_pg_exporter import PostgresSpanExporter
+from support import Capture
+
+
+def _metric_points(reader: InMemoryMetricReader) -> dict[str, list]:
+    data = reader.get_metrics_data()
+    out: dict[str, list] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                out[metric.name] = list(metric.data.data_points)
+    return out
+
+
+def test_counters_reach_stats_and_otel_metrics(db_dsn, tmp_path, caplog) -> None:
+    from opentelemetry import metrics
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))  # the app's pipeline
+    proxy = TcpProxy(db_dsn)
+    capture = Capture()
+    caplog.set_level(logging.WARNING, logger="otel_pg_exporter")
+    exporter = PostgresSpanExporter(proxy.dsn, timeout_s=0.5, spool_dir=str(tmp_path), shutdown_timeout_s=30)
+    try:
+        with capture.tracer.start_as_current_span("n\x00ul"):  # one sanitized span
+            pass
+        assert exporter.export(capture.take()).name == "SUCCESS"
+        proxy.cut()
+        for _ in range(3):
+            for _ in range(5):
+                with capture.tracer.start_as_current_span("during outage"):
+                    pass
+            assert exporter.export(capture.take()).name == "SUCCESS"
+        proxy.restore()
+        exporter.shutdown()
+    finally:
+        proxy.close()
+    stats = exporter.stats()
+    assert stats["exported"] == 16 and stats["spooled"] == 15 and stats["replayed"] == 15
+    assert stats["sanitized"] == 1 and stats["dropped"] == 0 and stats["retried"] >= 1
+    assert stats["export_latency_ms"]["count"] == 4
+    points = _metric_points(reader)
+    assert sum(p.value for p in points["otel.sdk.exporter.span.exported"]) == 16
+    assert sum(p.value for p in points["otel_pg.exporter.span.spooled"]) == 15
+    assert sum(p.value for p in points["otel_pg.exporter.span.replayed"]) == 15
+    assert sum(p.value for p in points["otel_pg.exporter.span.sanitized"]) == 1
+    assert sum(p.count for p in points["otel.sdk.exporter.operation.duration"]) == 4
+    exported = points["otel.sdk.exporter.span.exported"][0]
+    assert exported.attributes["otel.component.type"] == "postgres_span_exporter"
+    # each state change is logged once: lost (spooling), replay done, recovered — not per batch
+    ours = [r.getMessage() for r in caplog.records if r.name == "otel_pg_exporter"]
+    assert sum(m.startswith("otel-pg-exporter: database unreachable, spooling to") for m in ours) == 1, ours
+    assert sum("replay done" in m for m in ours) == 1
+    assert sum(" again (was: database unreachable" in m for m in ours) == 1, ours
+    assert all("password" not in m for m in ours)
+
+
+def test_drops_are_counted_by_reason(tmp_path) -> None:
+    exporter = PostgresSpanExporter(
+        "postgresql://u:pw-secret@127.0.0.1:1/none", timeout_s=0.3, spool_dir="off"
+    )
+    capture = Capture()
+    with capture.tracer.start_as_current_span("lost"):
+        pass
+    exporter.export(capture.take())
+    exporter.shutdown()
+    assert exporter.stats()["dropped_by_reason"] == {"database_unreachable": 1}
+
+
+def test_configure_applies_recommended_queue_settings(db_dsn, tmp_path) -> None:
+    code = textwrap.dedent("""
+        import otel_pg_exporter
+        provider = otel_pg_exporter.configure()
+        bsp = provider._active_span_processor._span_processors[-1]._batch_processor
+        print(bsp._max_queue_size, bsp._schedule_delay_millis, bsp._max_export_batch_size)
+        provider.shutdown()
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_BSP")}
+    env.update({"OTEL_EXPORTER_POSTGRES_DSN": db_dsn, "OTEL_EXPORTER_POSTGRES_SPOOL_DIR": str(tmp_path)})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["8192", "1000", "512"], out.stderr
+    env["OTEL_BSP_MAX_QUEUE_SIZE"] = "100"  # the SDK's own variable still wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["100", "1000", "100"], out.stderr  # batch capped to the queue
+
+
+def test_spool_directories_are_per_destination(db_dsn, tmp_path) -> None:
+    a = PostgresSpanExporter(db_dsn, spool_dir=str(tmp_path))
+    b = PostgresSpanExporter(f"postgresql://other@127.0.0.1:5432/{uuid.uuid4().hex}", spool_dir=str(tmp_path))
+    try:
+        assert a.spool is not None and b.spool is not None
+        assert a.spool.directory != b.spool.directory
+        assert a.spool.directory.parent == b.spool.directory.parent == tmp_path
+    finally:
+        a.shutdown()
+        b.shutdown()
