@@ -83,20 +83,21 @@ class SpanRecord:
 def _first_str(attrs: Attrs, names: Sequence[str]) -> tuple[str | None, str | None]:
     for name in names:
         value = attrs.get(name)
-        if isinstance(value, str):
+        if value is None:
+            continue
+        if type(value) is str:
             if value.strip():
                 return value, name
-        elif isinstance(value, Sequence) and value and isinstance(value[0], str) and value[0].strip():
+        elif type(value) in (tuple, list) and value and type(value[0]) is str and value[0].strip():
             return value[0], name
     return None, None
 
 
 def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
+    kind = type(value)
+    if kind is int or kind is float:
         return value
-    if isinstance(value, str):
+    if kind is str:
         try:
             return float(value) if any(c in value for c in ".eEn") else int(value)
         except ValueError:
@@ -106,7 +107,10 @@ def _number(value: Any) -> float | int | None:
 
 def _first_number(attrs: Attrs, names: Sequence[str]) -> tuple[float | int | None, str | None]:
     for name in names:
-        number = _number(attrs.get(name))
+        value = attrs.get(name)
+        if value is None:
+            continue
+        number = _number(value)
         if number is not None:
             return number, name
     return None, None
@@ -520,13 +524,31 @@ def _trace_hints(
     )
 
 
+_RESOURCE_CACHE: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _resource_attributes(span: ReadableSpan) -> dict[str, Any]:
+    """A span's resource attributes as JSON-ready data; computed once per Resource object."""
+    resource = span.resource
+    if resource is None:
+        return {}
+    hit = _RESOURCE_CACHE.get(id(resource))
+    if hit is not None and hit[0] is resource:
+        return hit[1]
+    attributes = {k: jsonable(v) for k, v in resource.attributes.items()}
+    if len(_RESOURCE_CACHE) > 64:
+        _RESOURCE_CACHE.clear()
+    _RESOURCE_CACHE[id(resource)] = (resource, attributes)
+    return attributes
+
+
 def map_span(span: ReadableSpan) -> SpanRecord:
     """Map one finished span. Raises only on a span without a context (not a real SDK span)."""
     ctx = span.context
     if ctx is None:
         raise ValueError("span has no context")
     attrs: Attrs = dict(span.attributes or {})
-    resource: Attrs = dict(span.resource.attributes) if span.resource is not None else {}
+    resource = _resource_attributes(span)
     parent = span.parent
     is_root = parent is None
     span_type = span_type_of(attrs, is_root)
@@ -565,7 +587,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     if remaining:
         metadata["attributes"] = remaining
     if resource:
-        metadata["resource"] = {k: jsonable(v) for k, v in resource.items()}
+        metadata["resource"] = resource
     events = _events_metadata(span)
     if events:
         metadata["events"] = events

@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 #: Above this size a Python-repr string is not run through ``ast.literal_eval`` (cost, recursion).
 LITERAL_EVAL_LIMIT = 200_000
 #: Wrapper keys OpenInference and others put around each list item; unwrapped when alone.
@@ -21,7 +23,8 @@ ITEM_WRAPPERS = frozenset(
 
 def jsonable(value: Any) -> Any:
     """OTel attribute values as JSON-friendly values (tuples → lists)."""
-    if isinstance(value, tuple | list):
+    kind = type(value)
+    if kind is tuple or kind is list:
         return [jsonable(v) for v in value]
     return value
 
@@ -37,6 +40,10 @@ def parse_json_lenient(value: Any) -> tuple[Any, bool]:
     if not text or text[0] not in "[{(\"'-0123456789tfn":
         return value, False
     try:
+        return orjson.loads(text), True
+    except (ValueError, RecursionError):
+        pass
+    try:  # what orjson refuses but Python's json wrote: NaN, Infinity, huge integers
         return json.loads(text), True
     except (ValueError, RecursionError):
         pass

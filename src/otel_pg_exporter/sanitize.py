@@ -13,6 +13,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 COST_MAX = Decimal("9999.999999")  # DECIMAL(10, 6)
 COST_QUANTUM = Decimal("0.000001")
@@ -71,17 +73,22 @@ def _finite(value: Any) -> Any:
 
 
 def encode_json(value: Any, max_chars: int) -> tuple[str, Note | None]:
-    """JSON text fit for a JSONB column, at most about ``max_chars`` characters.
+    """JSON text fit for a JSONB column, at most about ``max_chars`` characters. NaN and Infinity
+    become null (JSON has no such numbers).
 
     Over the cap, the value is replaced by ``{"_truncated": true, "original_chars": n, "preview": ...}``
     so the column still holds valid JSON and says what happened.
     """
     note: Note = {}
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
-    except ValueError:  # NaN / Infinity somewhere
-        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str)
-        note["replaced"] = "NaN/Infinity as strings"
+        # orjson: several times faster than json; writes NaN/Infinity as null
+        text = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # lone surrogates, integers beyond 64 bits: the slower, more lenient path
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+        except ValueError:  # NaN / Infinity somewhere
+            text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str)
+            note["replaced"] = "NaN/Infinity as strings"
     if "u0000" in text:
         cleaned = _ESCAPED_NUL.sub(_drop_escaped_nul, text)
         if cleaned != text:

@@ -1,0 +1,1 @@
+"""Benchmark suite for otel-pg-exporter (see ``python -m bench --help`` and the README)."""

@@ -1,0 +1,531 @@
+"""Benchmark suite: ``python -m bench [--smoke] [--json FILE]``.
+
+Needs a PostgreSQL where it may create a throwaway database: ``OTEL_PG_BENCH_DSN``, else
+``OTEL_EXPORTER_POSTGRES_DSN``, else ``OTEL_PG_TEST_DSN``. Prints a table and writes JSON. ``--smoke``
+runs tiny sizes that only prove the script works (CI uses it; nothing is timed there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from otel_pg_exporter import PostgresSpanExporter, install_schema
+from otel_pg_exporter.records import EncodedSpan
+
+from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans
+
+BATCH = 512
+TARGETS = {
+    "e2e_ratio": (">=", 0.6),
+    "writer_vs_naive": (">=", 10.0),
+    "writer_vs_copy": (">=", 0.5),
+    "export_p99_ms": ("<=", 150.0),
+    "peak_rss_mib": ("<=", 200.0),
+    "growth_1m_vs_empty": (">=", 0.8),
+}
+SIZES = {
+    "full": {
+        "e2e_traces": 5000,
+        "writer_traces": 5000,
+        "memory_spans": 100_000,
+        "growth": (0, 100_000, 1_000_000),
+        "growth_traces": 2500,
+        "profile_traces": 2500,
+    },
+    "smoke": {
+        "e2e_traces": 50,
+        "writer_traces": 50,
+        "memory_spans": 400,
+        "growth": (0, 1000),
+        "growth_traces": 50,
+        "profile_traces": 50,
+    },
+}
+
+
+def server_dsn() -> str:
+    for var in ("OTEL_PG_BENCH_DSN", "OTEL_EXPORTER_POSTGRES_DSN", "OTEL_PG_TEST_DSN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    sys.exit("bench: set OTEL_PG_BENCH_DSN (a server where a throwaway database may be created)")
+
+
+@contextmanager
+def throwaway_database(server: str) -> Iterator[str]:
+    name = f"otel_pg_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(server, dbname=name)
+    try:
+        install_schema(dsn)
+        yield dsn
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def truncate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE traces CASCADE")
+        conn.execute("VACUUM ANALYZE traces, spans")
+
+
+def count_spans(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM spans WHERE status <> 'pending'").fetchone()[0]
+
+
+class NoopExporter(SpanExporter):
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+# -- 1. end to end --------------------------------------------------------------------------------
+
+
+def end_to_end(dsn: str | None, traces: int, payload: int, conventions: Sequence[str]) -> dict[str, Any]:
+    """First span created → last row committed, through a real BatchSpanProcessor."""
+    exporter: SpanExporter = PostgresSpanExporter(dsn, spool_dir="off") if dsn else NoopExporter()
+    provider = TracerProvider()
+    # queue large enough for the whole run: no SDK drop can flatter the figure
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=max(BATCH, traces * SPANS_PER_TRACE + 1),
+            schedule_delay_millis=1000,
+            max_export_batch_size=BATCH,
+        )
+    )
+    tracer = provider.get_tracer("bench")
+    started = time.perf_counter()
+    for i in range(traces):
+        make_trace(tracer, i, payload, conventions)
+    provider.force_flush(timeout_millis=3_600_000)
+    elapsed = time.perf_counter() - started
+    provider.shutdown()
+    spans = traces * SPANS_PER_TRACE
+    stored = count_spans(dsn) if dsn else spans
+    return {"spans": spans, "stored": stored, "seconds": elapsed, "spans_per_s": spans / elapsed}
+
+
+# -- 2./3. writer only, naive baseline, COPY ceiling -------------------------------------------------
+
+
+def batches(items: list[Any], size: int = BATCH) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def writer_only(dsn: str, spans: list[Any]) -> dict[str, Any]:
+    exporter = PostgresSpanExporter(dsn, spool_dir="off")
+    latencies = []
+    started = time.perf_counter()
+    for batch in batches(spans):
+        t0 = time.perf_counter()
+        result = exporter.export(batch)
+        latencies.append(time.perf_counter() - t0)
+        assert result is SpanExportResult.SUCCESS
+    elapsed = time.perf_counter() - started
+    exporter.shutdown()
+    lat_ms = sorted(x * 1000 for x in latencies)
+    return {
+        "spans": len(spans),
+        "seconds": elapsed,
+        "spans_per_s": len(spans) / elapsed,
+        "p50_ms": statistics.median(lat_ms),
+        "p99_ms": lat_ms[min(len(lat_ms) - 1, round(0.99 * (len(lat_ms) - 1)))],
+        "stored": count_spans(dsn),
+    }
+
+
+def _parents_first(encoded: list[EncodedSpan]) -> list[EncodedSpan]:
+    return sorted(encoded, key=lambda s: s.parent_span_id is not None)
+
+
+_SPAN_COLS = (
+    "span_id",
+    "trace_id",
+    "parent_span_id",
+    "span_type",
+    "name",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "inputs",
+    "outputs",
+    "tokens",
+    "cost",
+    "model",
+    "provider",
+    "error",
+    "error_type",
+    "error_stack",
+    "api_limits",
+    "retry_count",
+    "timeout",
+    "evaluation",
+    "metadata",
+)
+
+
+def _span_values(s: EncodedSpan) -> tuple[Any, ...]:
+    return tuple(getattr(s, c) for c in _SPAN_COLS)
+
+
+def _trace_values(s: EncodedSpan) -> tuple[Any, ...]:
+    h = s.hints
+    return (h.trace_id, h.workflow[1], h.trace_hex, s.started_at)
+
+
+def naive_inserts(dsn: str, spans: list[Any]) -> dict[str, Any]:
+    """A hand-written exporter: map, then one INSERT per span (and its trace) in autocommit."""
+    mapper = PostgresSpanExporter(dsn, spool_dir="off")
+    insert_span = sql.SQL("INSERT INTO spans ({}) VALUES ({}) ON CONFLICT (span_id) DO NOTHING").format(
+        sql.SQL(", ").join(map(sql.Identifier, _SPAN_COLS)),
+        sql.SQL(", ").join([sql.Placeholder()] * len(_SPAN_COLS)),
+    )
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for batch in batches(spans):
+            for s in _parents_first(mapper.encode(batch)):  # (FKs would fail in arrival order)
+                conn.execute(
+                    "INSERT INTO traces (trace_id, workflow_id, execution_id, started_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    _trace_values(s),
+                )
+                conn.execute(insert_span, _span_values(s))
+    elapsed = time.perf_counter() - started
+    mapper.shutdown()
+    return {"spans": len(spans), "seconds": elapsed, "spans_per_s": len(spans) / elapsed}
+
+
+def copy_ceiling(dsn: str, spans: list[Any]) -> dict[str, Any]:
+    """Raw COPY of the already-mapped rows, one transaction per batch (mapping not timed)."""
+    mapper = PostgresSpanExporter(dsn, spool_dir="off")
+    mapped = [_parents_first(mapper.encode(b)) for b in batches(spans)]
+    mapper.shutdown()
+    started = time.perf_counter()
+    seen: set[Any] = set()
+    with psycopg.connect(dsn) as conn:
+        for batch in mapped:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(
+                    "COPY traces (trace_id, workflow_id, execution_id, started_at) FROM STDIN"
+                ) as cp:
+                    for s in batch:
+                        if s.trace_id not in seen:
+                            seen.add(s.trace_id)
+                            cp.write_row(_trace_values(s))
+                with cur.copy(f"COPY spans ({', '.join(_SPAN_COLS)}) FROM STDIN") as cp:
+                    for s in batch:
+                        cp.write_row(_span_values(s))
+    elapsed = time.perf_counter() - started
+    return {"spans": len(spans), "seconds": elapsed, "spans_per_s": len(spans) / elapsed}
+
+
+# -- 4. memory ------------------------------------------------------------------------------------
+
+
+def peak_rss(dsn: str, spans: int, payload: int) -> dict[str, Any]:
+    """Peak RSS of a separate process exporting ``spans`` spans end to end."""
+    code = (
+        "import resource, sys, json\n"
+        "from bench.run import memory_child\n"
+        "memory_child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, dsn, str(spans), str(payload)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_child(dsn: str, spans: int, payload: int) -> None:
+    import resource
+
+    exporter = PostgresSpanExporter(dsn, spool_dir="off")
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=8192, max_export_batch_size=BATCH)
+    )
+    tracer = provider.get_tracer("bench")
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    traces = spans // SPANS_PER_TRACE
+    for i in range(traces):
+        make_trace(tracer, i, payload, ("otel",))
+        if i % 1024 == 1023:  # keep the producer within the queue: no SDK drops
+            provider.force_flush()
+    provider.force_flush()
+    provider.shutdown()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "spans": traces * SPANS_PER_TRACE,
+                "stored": count_spans(dsn),
+                "peak_rss_mib": round(peak, 1),
+                "rss_before_mib": round(baseline, 1),
+            }
+        )
+    )
+
+
+# -- 5. growth ------------------------------------------------------------------------------------
+
+
+def prefill(dsn: str, spans: int) -> None:
+    """``spans`` existing spans (4 per trace, realistic JSON) generated server-side."""
+    if spans <= 0:
+        return
+    traces = spans // SPANS_PER_TRACE
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata)
+               SELECT md5('t' || g)::uuid, 'support', md5('t' || g), now() - g * interval '1 second', 'completed',
+                      '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g))
+               FROM generate_series(1, %s) AS g""",
+            (traces,),
+        )
+        conn.execute(
+            """INSERT INTO spans (span_id, trace_id, parent_span_id, span_type, name, status, started_at,
+                                  completed_at, duration_ms, inputs, outputs, tokens, model, provider, metadata)
+               SELECT md5('s' || g || '-' || k)::uuid, md5('t' || g)::uuid,
+                      CASE WHEN k = 0 THEN NULL ELSE md5('s' || g || '-0')::uuid END,
+                      CASE k WHEN 0 THEN 'workflow' WHEN 3 THEN 'tool' ELSE 'llm' END, 'span ' || k, 'completed',
+                      now(), now(), 12,
+                      jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user',
+                          'content', repeat('question ', 55)))),
+                      jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'assistant',
+                          'content', repeat('answer ', 70)))),
+                      CASE WHEN k IN (1, 2) THEN '{"input": 120, "output": 40, "total": 160}'::jsonb
+                           ELSE '{}'::jsonb END,
+                      CASE WHEN k IN (1, 2) THEN 'gpt-4o-mini' END, CASE WHEN k IN (1, 2) THEN 'openai' END,
+                      jsonb_build_object('otel', jsonb_build_object('trace_id', md5('t' || g), 'span_id', k),
+                                         'attributes', jsonb_build_object('server.address', 'api.openai.com',
+                                                                          'gen_ai.request.model', 'gpt-4o-mini'))
+               FROM generate_series(1, %s) AS g, generate_series(0, 3) AS k""",
+            (traces,),
+        )
+        conn.execute("VACUUM ANALYZE traces, spans")
+
+
+def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    loaded = 0
+    truncate(dsn)
+    for target in existing:
+        prefill(dsn, target - loaded)
+        loaded = target
+        spans = prebuilt_spans(traces)
+        result = writer_only(dsn, spans)
+        out[str(target)] = {"spans_per_s": result["spans_per_s"], "p99_ms": result["p99_ms"]}
+        loaded += len(spans)
+    return out
+
+
+# -- 6. profile -----------------------------------------------------------------------------------
+
+
+def profile_writer(dsn: str, spans: list[Any], top: int = 15) -> list[dict[str, Any]]:
+    """Top functions by self time (pyinstrument) of a writer-only run."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return [{"function": "pyinstrument not installed (pip install -e '.[bench]')", "self_s": 0.0}]
+    exporter = PostgresSpanExporter(dsn, spool_dir="off")
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for batch in batches(spans):
+        exporter.export(batch)
+    profiler.stop()
+    exporter.shutdown()
+    totals: dict[str, float] = defaultdict(float)
+    root = profiler.last_session.root_frame() if profiler.last_session else None
+    stack = [root] if root else []
+    while stack:
+        frame = stack.pop()
+        stack.extend(frame.children)
+        if frame.total_self_time > 0 and not frame.is_synthetic:
+            where = f"{frame.function} ({Path(frame.file_path or '?').name}:{frame.line_no})"
+            totals[where] += frame.total_self_time
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [{"function": k, "self_s": round(v, 4), "share": round(v / whole, 3)} for k, v in ranked]
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    with psycopg.connect(server_dsn()) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "postgresql": version,
+        "python": platform.python_version(),
+    }
+
+
+def verdict(name: str, value: float) -> str:
+    op, target = TARGETS[name]
+    ok = value >= target if op == ">=" else value <= target
+    return f"{'met' if ok else 'MISSED'} ({op} {target:g})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: proves the script runs, times nothing"
+    )
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--payload", type=int, default=500, help="bytes of input and of output per LLM span")
+    parser.add_argument("--conventions", default="otel", help="comma list of otel,oi,tl (cycled per trace)")
+    parser.add_argument(
+        "--skip", default="", help="comma list of phases to skip: e2e,writer,memory,growth,profile"
+    )
+    args = parser.parse_args(argv)
+    size = SIZES["smoke" if args.smoke else "full"]
+    conventions = tuple(args.conventions.split(","))
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "mode": "smoke" if args.smoke else "full",
+        "payload": args.payload,
+        "conventions": conventions,
+    }
+    with throwaway_database(server_dsn()) as dsn:
+        if "e2e" not in skip:
+            noop = end_to_end(None, size["e2e_traces"], args.payload, conventions)
+            truncate(dsn)
+            ours = end_to_end(dsn, size["e2e_traces"], args.payload, conventions)
+            results["e2e"] = {
+                "noop": noop,
+                "postgres": ours,
+                "ratio": ours["spans_per_s"] / noop["spans_per_s"],
+            }
+        if "writer" not in skip:
+            spans = prebuilt_spans(size["writer_traces"], args.payload, conventions)
+            truncate(dsn)
+            writer = writer_only(dsn, spans)
+            truncate(dsn)
+            naive = naive_inserts(dsn, spans)
+            truncate(dsn)
+            ceiling = copy_ceiling(dsn, spans)
+            results["writer"] = {
+                "ours": writer,
+                "naive": naive,
+                "copy": ceiling,
+                "vs_naive": writer["spans_per_s"] / naive["spans_per_s"],
+                "vs_copy": writer["spans_per_s"] / ceiling["spans_per_s"],
+            }
+        if "memory" not in skip:
+            truncate(dsn)
+            results["memory"] = peak_rss(dsn, size["memory_spans"], args.payload)
+        if "profile" not in skip:
+            truncate(dsn)
+            results["profile"] = profile_writer(
+                dsn, prebuilt_spans(size["profile_traces"], args.payload, conventions)
+            )
+        if "growth" not in skip:
+            results["growth"] = growth(dsn, size["growth"], size["growth_traces"])
+    report(results)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(
+        f"machine: {m['cores']} cores, {m['memory_gib']} GiB, PostgreSQL {m['postgresql']}, "
+        f"Python {m['python']}; mode {r['mode']}; payload {r['payload']} B; conventions {','.join(r['conventions'])}"
+    )
+    rows: list[tuple[str, str, str]] = []
+    if "e2e" in r:
+        e = r["e2e"]
+        rows += [
+            ("end to end, no-op exporter", f"{e['noop']['spans_per_s']:,.0f} spans/s", ""),
+            (
+                "end to end, PostgresSpanExporter",
+                f"{e['postgres']['spans_per_s']:,.0f} spans/s "
+                f"({e['postgres']['stored']}/{e['postgres']['spans']} rows)",
+                "",
+            ),
+            ("end to end ratio", f"{e['ratio']:.2f}", verdict("e2e_ratio", e["ratio"])),
+        ]
+    if "writer" in r:
+        w = r["writer"]
+        rows += [
+            ("writer only (export() in 512s)", f"{w['ours']['spans_per_s']:,.0f} spans/s", ""),
+            ("naive INSERT per span", f"{w['naive']['spans_per_s']:,.0f} spans/s", ""),
+            ("raw COPY of mapped rows", f"{w['copy']['spans_per_s']:,.0f} spans/s", ""),
+            ("writer vs naive", f"{w['vs_naive']:.1f}x", verdict("writer_vs_naive", w["vs_naive"])),
+            ("writer vs COPY", f"{w['vs_copy']:.2f}", verdict("writer_vs_copy", w["vs_copy"])),
+            (
+                "export() p50 / p99 per 512 batch",
+                f"{w['ours']['p50_ms']:.1f} / {w['ours']['p99_ms']:.1f} ms",
+                verdict("export_p99_ms", w["ours"]["p99_ms"]),
+            ),
+        ]
+    if "memory" in r:
+        mem = r["memory"]
+        rows.append(
+            (
+                f"peak RSS, {mem['spans']:,}-span run",
+                f"{mem['peak_rss_mib']:.0f} MiB (idle {mem['rss_before_mib']:.0f})",
+                verdict("peak_rss_mib", mem["peak_rss_mib"]),
+            )
+        )
+    if "growth" in r:
+        g = r["growth"]
+        for existing, v in g.items():
+            rows.append(
+                (f"writer with {int(existing):,} spans stored", f"{v['spans_per_s']:,.0f} spans/s", "")
+            )
+        keys = list(g)
+        if len(keys) > 1:
+            ratio = g[keys[-1]]["spans_per_s"] / g[keys[0]]["spans_per_s"]
+            r["growth_ratio"] = ratio
+            rows.append(
+                (f"growth {int(keys[-1]):,} vs empty", f"{ratio:.2f}", verdict("growth_1m_vs_empty", ratio))
+            )
+    width = max(len(a) for a, _, _ in rows)
+    print()
+    for a, b, c in rows:
+        print(f"{a:<{width}}  {b:<32} {c}")
+    if "profile" in r:
+        print("\nwriter-only profile, top functions by self time:")
+        for p in r["profile"]:
+            print(f"  {p.get('share', 0) * 100:5.1f}%  {p['function']}")
