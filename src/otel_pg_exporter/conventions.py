@@ -446,6 +446,14 @@ EVALUATION_EVENT_FIELDS: dict[str, str] = {
     "error.type": "error_type",
 }
 EVALUATION_FLAT_PREFIXES: tuple[str, ...] = ("evaluations.",)
+#: Every flattened family, for a one-pass filter before reassembly.
+FLAT_PREFIXES: tuple[str, ...] = (
+    *INPUT_FLAT_PREFIXES,
+    *OUTPUT_FLAT_PREFIXES,
+    *OUTPUT_DOCUMENT_PREFIXES,
+    *TOOL_DEFINITION_PREFIXES,
+    *EVALUATION_FLAT_PREFIXES,
+)
 EVALUATION_SCALAR_PREFIXES: tuple[str, ...] = ("gen_ai.eval.", "gen_ai.agent.evaluation")
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
 #: Namespace for span row ids (uuid5). Never change it: stored span ids depend on it.
 SPAN_NAMESPACE = uuid.UUID("0c3a2f5e-8d4b-5e2a-9b6f-6f74656c7067")
@@ -13,6 +14,7 @@ def trace_uuid(trace_id: int) -> uuid.UUID:
     return uuid.UUID(int=trace_id)
 
 
+@lru_cache(maxsize=16384)  # a parent's id is computed again by each child
 def span_uuid(trace_id: int, span_id: int) -> uuid.UUID:
     """``spans.span_id`` for an OTel (trace id, span id) pair.
 

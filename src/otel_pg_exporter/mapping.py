@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from . import conventions as cv
@@ -154,8 +154,8 @@ def span_type_of(attrs: Attrs, is_root: bool) -> str:
     return "other"
 
 
-def _exception_events(span: ReadableSpan) -> list[Attrs]:
-    return [e.attributes or {} for e in span.events if e.name == "exception"]
+def _exception_events(events: Sequence[Event]) -> list[Attrs]:
+    return [e.attributes or {} for e in events if e.name == "exception"]
 
 
 def _is_cancellation(type_name: str | None) -> bool:
@@ -164,9 +164,11 @@ def _is_cancellation(type_name: str | None) -> bool:
     return type_name in cv.CANCELLATION_TYPES or type_name.rsplit(".", 1)[-1] in cv.CANCELLATION_TYPES
 
 
-def status_and_errors(span: ReadableSpan, attrs: Attrs) -> tuple[str, str | None, str | None, str | None]:
+def status_and_errors(
+    span: ReadableSpan, attrs: Attrs, events: Sequence[Event]
+) -> tuple[str, str | None, str | None, str | None]:
     """``(status, error, error_type, error_stack)``; error fields only for failed/cancelled spans."""
-    exceptions = _exception_events(span)
+    exceptions = _exception_events(events)
     last_exc = exceptions[-1] if exceptions else {}
     error_type, _ = _first_str(attrs, cv.ERROR_TYPE_ATTRS)
     exc_type = last_exc.get("exception.type")
@@ -283,10 +285,10 @@ def _content_value(raw: Any, mime: Any) -> Any:
     return jsonable(raw)
 
 
-def _events_content(span: ReadableSpan, side: str) -> tuple[list[Any], str | None]:
+def _events_content(events: Sequence[Event], side: str) -> tuple[list[Any], str | None]:
     messages: list[Any] = []
     source = None
-    for event in span.events:
+    for event in events:
         spec = cv.CONTENT_EVENTS.get(event.name)
         if not spec or spec[0] != side:
             continue
@@ -309,8 +311,15 @@ def _events_content(span: ReadableSpan, side: str) -> tuple[list[Any], str | Non
     return messages, source
 
 
+def flat_attributes(attrs: Attrs) -> Attrs:
+    """Only the attributes of flattened families (``llm.input_messages.0.…``); usually none."""
+    return {k: v for k, v in attrs.items() if k.startswith(cv.FLAT_PREFIXES)}
+
+
 def _first_flat(attrs: Attrs, prefixes: Sequence[str], key: str, used: set[str]) -> dict[str, Any]:
     """``{key: [...], "source": ...}`` from the first flattened ``<prefix>N.…`` family present."""
+    if not attrs:
+        return {}
     for prefix in prefixes:
         items, keys = unflatten(attrs, prefix)
         if items:
@@ -319,14 +328,19 @@ def _first_flat(attrs: Attrs, prefixes: Sequence[str], key: str, used: set[str])
     return {}
 
 
-def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, Any], set[str]]:
+def content_of(
+    events: Sequence[Event], attrs: Attrs, side: str, flat: Attrs | None = None
+) -> tuple[dict[str, Any], set[str]]:
     """``inputs`` or ``outputs``: ``{"messages": [...]}`` or ``{"value": ...}``, plus ``source``.
 
+    ``flat`` holds just the attributes of flattened families (``flat_attributes``), when known.
     Returns the JSON object and the attribute keys it consumed (left out of ``metadata``).
     """
+    if flat is None:
+        flat = flat_attributes(attrs)
     is_input = side == "input"
     json_attrs = cv.INPUT_JSON_ATTRS if is_input else cv.OUTPUT_JSON_ATTRS
-    flat = cv.INPUT_FLAT_PREFIXES if is_input else cv.OUTPUT_FLAT_PREFIXES
+    flat_prefixes = cv.INPUT_FLAT_PREFIXES if is_input else cv.OUTPUT_FLAT_PREFIXES
     values = cv.INPUT_VALUE_ATTRS if is_input else cv.OUTPUT_VALUE_ATTRS
     used: set[str] = set()
     result: dict[str, Any] = {}
@@ -339,13 +353,13 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
             used.add(name)
             break
     if not result:
-        details = next((e for e in span.events if e.name == cv.OPERATION_DETAILS_EVENT), None)
+        details = next((e for e in events if e.name == cv.OPERATION_DETAILS_EVENT), None)
         key = "gen_ai.input.messages" if is_input else "gen_ai.output.messages"
         if details is not None and details.attributes and key in details.attributes:
             parsed, _ = parse_json_lenient(details.attributes[key])
             result = {"messages": parsed, "source": f"event:{cv.OPERATION_DETAILS_EVENT}"}
     if not result:
-        result = _first_flat(attrs, flat, "messages", used)
+        result = _first_flat(flat, flat_prefixes, "messages", used)
     if not result:
         for name, mime_attr in values:
             if name in attrs:
@@ -355,9 +369,9 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
                     used.add(mime_attr)
                 break
     if not result and not is_input:
-        result = _first_flat(attrs, cv.OUTPUT_DOCUMENT_PREFIXES, "documents", used)
+        result = _first_flat(flat, cv.OUTPUT_DOCUMENT_PREFIXES, "documents", used)
     if not result:
-        messages, source = _events_content(span, side)
+        messages, source = _events_content(events, side)
         if messages:
             result = {"messages": messages, "source": source}
     if is_input:
@@ -370,7 +384,7 @@ def content_of(span: ReadableSpan, attrs: Attrs, side: str) -> tuple[dict[str, A
                 used.add(name)
                 break
         else:
-            tools = _first_flat(attrs, cv.TOOL_DEFINITION_PREFIXES, "tools", used)
+            tools = _first_flat(flat, cv.TOOL_DEFINITION_PREFIXES, "tools", used)
             if tools:
                 result["tools"] = tools["tools"]
     return result, used
@@ -409,17 +423,19 @@ def timeout_of(attrs: Attrs) -> int | None:
     return round(number * 1000)
 
 
-def evaluation_of(span: ReadableSpan, attrs: Attrs) -> tuple[dict[str, Any], set[str]]:
+def evaluation_of(
+    events: Sequence[Event], attrs: Attrs, flat: Attrs | None = None
+) -> tuple[dict[str, Any], set[str]]:
     results: list[Any] = []
     used: set[str] = set()
-    for event in span.events:
+    for event in events:
         if event.name == cv.EVALUATION_EVENT:
             ev = event.attributes or {}
             results.append(
                 {out: jsonable(ev[src]) for src, out in cv.EVALUATION_EVENT_FIELDS.items() if src in ev}
             )
     for prefix in cv.EVALUATION_FLAT_PREFIXES:
-        items, keys = unflatten(attrs, prefix)
+        items, keys = unflatten(flat if flat is not None else attrs, prefix)
         if items:
             results.extend(items)
             used.update(keys)
@@ -430,7 +446,7 @@ def evaluation_of(span: ReadableSpan, attrs: Attrs) -> tuple[dict[str, Any], set
     return ({"results": results} if results else {}), used
 
 
-def _events_metadata(span: ReadableSpan) -> list[dict[str, Any]]:
+def _events_metadata(events: Sequence[Event]) -> list[dict[str, Any]]:
     consumed = {"exception", cv.EVALUATION_EVENT, *cv.CONTENT_EVENTS}
     return [
         {
@@ -438,7 +454,7 @@ def _events_metadata(span: ReadableSpan) -> list[dict[str, Any]]:
             "time": _ns_to_datetime(e.timestamp).isoformat() if e.timestamp else None,
             "attributes": {k: jsonable(v) for k, v in (e.attributes or {}).items()},
         }
-        for e in span.events
+        for e in events
         if e.name not in consumed or e.name == "exception"
     ]
 
@@ -551,11 +567,13 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     resource = _resource_attributes(span)
     parent = span.parent
     is_root = parent is None
+    events = span.events
+    flat = flat_attributes(attrs)
     span_type = span_type_of(attrs, is_root)
-    status, error, error_type, error_stack = status_and_errors(span, attrs)
-    inputs, used_in = content_of(span, attrs, "input")
-    outputs, used_out = content_of(span, attrs, "output")
-    evaluation, used_eval = evaluation_of(span, attrs)
+    status, error, error_type, error_stack = status_and_errors(span, attrs, events)
+    inputs, used_in = content_of(events, attrs, "input", flat)
+    outputs, used_out = content_of(events, attrs, "output", flat)
+    evaluation, used_eval = evaluation_of(events, attrs, flat)
     tokens, token_notes = tokens_of(attrs)
     cost_value, cost_source, cost_notes = provided_cost_of(attrs)
     model, _ = model_of(attrs)
@@ -588,9 +606,9 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         metadata["attributes"] = remaining
     if resource:
         metadata["resource"] = resource
-    events = _events_metadata(span)
-    if events:
-        metadata["events"] = events
+    event_list = _events_metadata(events)
+    if event_list:
+        metadata["events"] = event_list
     if span.links:
         metadata["links"] = [
             {
