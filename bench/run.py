@@ -298,8 +298,9 @@ def memory_child(dsn: str, spans: int, payload: int) -> None:
 # -- 5. growth ------------------------------------------------------------------------------------
 
 
-def prefill(dsn: str, spans: int) -> None:
-    """``spans`` existing spans (4 per trace, realistic JSON) generated server-side."""
+def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
+    """``spans`` existing spans (4 per trace, realistic JSON) generated server-side, numbering traces
+    from ``first_trace`` (so successive fills never collide)."""
     if spans <= 0:
         return
     traces = spans // SPANS_PER_TRACE
@@ -308,8 +309,8 @@ def prefill(dsn: str, spans: int) -> None:
             """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata)
                SELECT md5('t' || g)::uuid, 'support', md5('t' || g), now() - g * interval '1 second', 'completed',
                       '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g))
-               FROM generate_series(1, %s) AS g""",
-            (traces,),
+               FROM generate_series(%s, %s) AS g""",
+            (first_trace + 1, first_trace + traces),
         )
         conn.execute(
             """INSERT INTO spans (span_id, trace_id, parent_span_id, span_type, name, status, started_at,
@@ -328,8 +329,8 @@ def prefill(dsn: str, spans: int) -> None:
                       jsonb_build_object('otel', jsonb_build_object('trace_id', md5('t' || g), 'span_id', k),
                                          'attributes', jsonb_build_object('server.address', 'api.openai.com',
                                                                           'gen_ai.request.model', 'gpt-4o-mini'))
-               FROM generate_series(1, %s) AS g, generate_series(0, 3) AS k""",
-            (traces,),
+               FROM generate_series(%s, %s) AS g, generate_series(0, 3) AS k""",
+            (first_trace + 1, first_trace + traces),
         )
         conn.execute("VACUUM ANALYZE traces, spans")
 
@@ -339,12 +340,15 @@ def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
     loaded = 0
     truncate(dsn)
     for target in existing:
-        prefill(dsn, target - loaded)
+        prefill(dsn, target - loaded, first_trace=loaded // SPANS_PER_TRACE)
         loaded = target
         spans = prebuilt_spans(traces)
         result = writer_only(dsn, spans)
-        out[str(target)] = {"spans_per_s": result["spans_per_s"], "p99_ms": result["p99_ms"]}
-        loaded += len(spans)
+        out[str(target)] = {
+            "spans_per_s": result["spans_per_s"],
+            "p99_ms": result["p99_ms"],
+            "stored_before": count_spans(dsn) - len(spans),
+        }
     return out
 
 
@@ -418,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = SIZES["smoke" if args.smoke else "full"]
     conventions = tuple(args.conventions.split(","))
     skip = set(filter(None, args.skip.split(",")))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every phase, so a long run that dies keeps what it measured
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
     results: dict[str, Any] = {
         "machine": machine(),
         "mode": "smoke" if args.smoke else "full",
@@ -434,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "postgres": ours,
                 "ratio": ours["spans_per_s"] / noop["spans_per_s"],
             }
+            save()
         if "writer" not in skip:
             spans = prebuilt_spans(size["writer_traces"], args.payload, conventions)
             truncate(dsn)
@@ -449,19 +459,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "vs_naive": writer["spans_per_s"] / naive["spans_per_s"],
                 "vs_copy": writer["spans_per_s"] / ceiling["spans_per_s"],
             }
+            save()
         if "memory" not in skip:
             truncate(dsn)
             results["memory"] = peak_rss(dsn, size["memory_spans"], args.payload)
+            save()
         if "profile" not in skip:
             truncate(dsn)
             results["profile"] = profile_writer(
                 dsn, prebuilt_spans(size["profile_traces"], args.payload, conventions)
             )
+            save()
         if "growth" not in skip:
             results["growth"] = growth(dsn, size["growth"], size["growth_traces"])
+            save()
     report(results)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
+    save()
     print(f"\nJSON written to {args.json}")
     return 0
 

@@ -1,0 +1,27 @@
+"""The benchmark script runs (tiny sizes). Nothing is timed here: speed lives in ``python -m bench``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OTEL_PG_BENCH_DSN": pg_server_dsn}
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["mode"] == "smoke"
+    assert result["e2e"]["postgres"]["stored"] == result["e2e"]["postgres"]["spans"]  # every span landed
+    assert result["writer"]["ours"]["stored"] == result["writer"]["ours"]["spans"]
+    assert result["memory"]["stored"] == result["memory"]["spans"]
+    assert set(result["growth"]) == {"0", "1000"}
+    assert result["profile"] and "function" in result["profile"][0]
+    assert "end to end ratio" in proc.stdout and "writer vs naive" in proc.stdout
