@@ -309,7 +309,7 @@ def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
             """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata)
                SELECT md5('t' || g)::uuid, 'support', md5('t' || g), now() - g * interval '1 second', 'completed',
                       '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g))
-               FROM generate_series(%s, %s) AS g""",
+               FROM generate_series(%s::int, %s::int) AS g""",
             (first_trace + 1, first_trace + traces),
         )
         conn.execute(
@@ -329,7 +329,7 @@ def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
                       jsonb_build_object('otel', jsonb_build_object('trace_id', md5('t' || g), 'span_id', k),
                                          'attributes', jsonb_build_object('server.address', 'api.openai.com',
                                                                           'gen_ai.request.model', 'gpt-4o-mini'))
-               FROM generate_series(%s, %s) AS g, generate_series(0, 3) AS k""",
+               FROM generate_series(%s::int, %s::int) AS g, generate_series(0, 3) AS k""",
             (first_trace + 1, first_trace + traces),
         )
         conn.execute("VACUUM ANALYZE traces, spans")
