@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/otel-pg-install-schema
-	$(BIN)/otel-pg-install-schema --status
+DEMO_STAMP := $(VENV)/.demo-installed
+
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,embedded]"
+	touch $(DEMO_STAMP)
+
+# the main job: uses OTEL_EXPORTER_POSTGRES_DSN / DATABASE_URL, else an embedded PostgreSQL
+demo: $(DEMO_STAMP)
+	$(BIN)/otel-pg-demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "OTEL_PG_BENCH_DSN": pg_server_dsn}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["mode"] == "smoke"

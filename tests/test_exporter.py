@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fake_openai import FakeOpenAI
 from otel_pg_exporter import ConfigurationError, PostgresSpanExporter, span_uuid, trace_uuid
+from otel_pg_exporter.fakeai import FakeOpenAI
 from otel_pg_exporter.mapping import map_span
 from support import Capture, fetch_spans, fetch_trace
 
@@ -220,7 +220,7 @@ def test_zero_code_opentelemetry_instrument(db_dsn, tmp_path) -> None:
         textwrap.dedent(f"""
         import openai
         from opentelemetry import trace
-        from fake_openai import FakeOpenAI
+        from otel_pg_exporter.fakeai import FakeOpenAI
 
         tracer = trace.get_tracer("zero-code-app")
         with FakeOpenAI() as srv:

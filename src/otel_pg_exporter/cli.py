@@ -81,6 +81,8 @@ def install_schema_main(argv: Sequence[str] | None = None) -> int:
             print(f"adopted  {name} (objects already existed)")
         for name in result.skipped:
             print(f"skipped  {name} (optional; pass --rls to apply)")
+        for note in result.notes:
+            print(f"note     {note}")
         if not result.changed:
             print(f"schema is up to date on {target}")
         else:

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 DSN_ENV_VARS: tuple[str, ...] = ("OTEL_EXPORTER_POSTGRES_DSN", "DATABASE_URL")
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)")
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 MASK = "***"
 

@@ -167,6 +167,7 @@ class InstallResult:
     skipped: list[str] = field(default_factory=list)
     sql: list[tuple[str, str]] = field(default_factory=list)  # (filename, text) for dry runs
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -252,6 +253,28 @@ def _check_checksums(migrations: list[Migration], recorded: dict) -> None:
                 f"(recorded sha256 {recorded[m.version][1][:12]}, file {m.checksum[:12]}); "
                 "add a new migration instead of editing an applied one"
             )
+
+
+#: The seed asks for "uuid-ossp" but nothing in the schema uses it (ids come from the core
+#: gen_random_uuid()). Servers built without contrib (the embedded pgserver) lack it.
+UUID_OSSP_STATEMENT = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
+
+
+def _runnable_sql(conn: psycopg.Connection, m: Migration, result: InstallResult) -> str:
+    """The migration's text, minus the unused uuid-ossp extension where the server cannot provide it
+    (the file and its checksum stay as they are)."""
+    if UUID_OSSP_STATEMENT not in m.sql:
+        return m.sql
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp')"
+    ).fetchone()
+    if row and row[0]:
+        return m.sql
+    result.notes.append(
+        f"{m.filename}: extension uuid-ossp is not available on this server; skipped it "
+        "(nothing in the schema uses it)"
+    )
+    return m.sql.replace(UUID_OSSP_STATEMENT, "-- uuid-ossp skipped: not available on this server")
 
 
 def _needs_auth_compat(conn: psycopg.Connection) -> bool:
@@ -353,7 +376,7 @@ def _apply(conn: psycopg.Connection, migrations: list[Migration], rls: bool, res
             with conn.transaction():
                 if m.optional and _needs_auth_compat(conn):
                     conn.execute(auth_compat_sql())
-                conn.execute(m.sql)
+                conn.execute(_runnable_sql(conn, m, result))
                 conn.execute(
                     f"""INSERT INTO {BOOKKEEPING_TABLE} (version, name, checksum, method, execution_ms)
                         VALUES (%s, %s, %s, %s, %s)""",

@@ -1,0 +1,61 @@
+"""The README's first command, `make demo`, end to end: against the CI's PostgreSQL and embedded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OTEL_EXPORTER_POSTGRES_DSN", "DATABASE_URL") and not k.startswith("OTEL_SEMCONV")
+    }
+    return {**env, **extra}
+
+
+def test_make_demo_against_a_given_database(empty_db: str) -> None:
+    proc = make_demo(_env(OTEL_EXPORTER_POSTGRES_DSN=empty_db))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traces stored by this run (6)" in proc.stdout
+    with psycopg.connect(empty_db, row_factory=dict_row) as conn:
+        traces = conn.execute("SELECT * FROM traces WHERE workflow_id = 'support-agent'").fetchall()
+        assert len(traces) == 6
+        assert sorted(t["status"] for t in traces).count("failed") == 1  # the 429 run
+        types = {r["span_type"] for r in conn.execute("SELECT DISTINCT span_type FROM spans")}
+        assert types == {"workflow", "agent", "llm", "tool"}
+        for t in traces:
+            llm = conn.execute(
+                "SELECT tokens, cost FROM spans WHERE trace_id = %s AND span_type = 'llm'", (t["trace_id"],)
+            ).fetchall()
+            assert t["total_tokens"].get("total", 0) == sum(s["tokens"].get("total", 0) for s in llm)
+            assert t["total_cost"] == sum(s["cost"] for s in llm)
+        known = conn.execute("SELECT count(*) AS n FROM traces WHERE user_id IS NOT NULL").fetchone()["n"]
+        assert known == 4  # alice and bob are in profiles; carol is not a UUID
+        models = {
+            (r["status"], r["model"])
+            for r in conn.execute("SELECT status, model FROM spans WHERE span_type = 'llm'")
+        }
+        # the response model where there was a response; the request model on the refused call
+        assert models == {("completed", "gpt-4o-mini-2024-07-18"), ("failed", "gpt-4o-mini")}
+    assert "sk-demo" not in proc.stdout + proc.stderr
+
+
+def test_make_demo_with_the_embedded_database() -> None:
+    proc = make_demo(_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "embedded throwaway PostgreSQL (pgserver)" in proc.stdout
+    assert "Traces stored by this run (6)" in proc.stdout
+    assert "support-agent run" in proc.stdout and "execute_tool get_weather" in proc.stdout
+    assert "Embedded database stopped" in proc.stdout
