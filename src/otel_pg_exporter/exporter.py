@@ -28,8 +28,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .conventions import MODEL_CALL_TYPES
 from .dsn import describe, safe_message
-from .mapping import fallback_record, map_span
+from .mapping import SpanRecord, fallback_record, map_span
+from .pricing import Pricer, apply_cost, load_custom_prices
 from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
 from .spool import Spool, decode_payload, default_spool_root, iter_records
@@ -101,6 +103,7 @@ class PostgresSpanExporter(SpanExporter):
         self.settings: ExporterSettings = resolve_settings(dsn, **options)
         s = self.settings
         self._limits = Limits(max_payload_chars=s.max_payload_chars)
+        self.pricer = Pricer(load_custom_prices(s.prices))
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": s.application_name,
@@ -219,7 +222,7 @@ class PostgresSpanExporter(SpanExporter):
         encoded: list[EncodedSpan] = []
         for span in spans:
             try:
-                encoded.append(encode_span(map_span(span), self._limits))
+                encoded.append(encode_span(self._priced(map_span(span)), self._limits))
             except Exception as exc:
                 record = fallback_record(span, exc)
                 self._telemetry.add("mapping_fallbacks", 1)
@@ -236,6 +239,21 @@ class PostgresSpanExporter(SpanExporter):
         return encoded
 
     # -- internals ----------------------------------------------------------------------------------
+
+    def _priced(self, record: SpanRecord) -> SpanRecord:
+        """Model calls get a computed cost when they report none (``pricing``)."""
+        if record.span_type in MODEL_CALL_TYPES:
+            record.cost = apply_cost(
+                record.metadata,
+                record.tokens,
+                record.cost,
+                record.provider,
+                record.model,
+                record.metadata.get("request_model"),
+                record.started_at,
+                self.pricer,
+            )
+        return record
 
     def _record(self, report: WriteReport, replayed: bool = False) -> None:
         t = self._telemetry

@@ -29,6 +29,8 @@ class ExporterSettings:
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     shutdown_timeout_s: float = 5.0
+    #: custom prices: a JSON file path (env) or a mapping (argument); see ``pricing``
+    prices: Any = None
 
     @property
     def spool_enabled(self) -> bool:
@@ -61,6 +63,8 @@ def _env(name: str) -> str | None:
 
 
 def _convert(name: str, raw: Any, kind: type) -> Any:
+    if kind is str and isinstance(raw, dict):  # custom prices given as a mapping
+        return raw
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -85,6 +89,7 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "spool_dir": ("SPOOL_DIR", str),
     "spool_max_bytes": ("SPOOL_MAX_BYTES", int),
     "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT", float),
+    "prices": ("PRICES", str),
 }
 
 
