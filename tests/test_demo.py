@@ -47,8 +47,10 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
             (r["status"], r["model"])
             for r in conn.execute("SELECT status, model FROM spans WHERE span_type = 'llm'")
         }
-        priced = conn.execute("SELECT cost, metadata->'cost'->>'status' AS status FROM spans "
-                              "WHERE span_type = 'llm' AND status = 'completed'").fetchall()
+        priced = conn.execute(
+            "SELECT cost, metadata->'cost'->>'status' AS status FROM spans "
+            "WHERE span_type = 'llm' AND status = 'completed'"
+        ).fetchall()
         assert priced and all(p["status"] == "computed" and p["cost"] > 0 for p in priced)
         # the response model where there was a response; the request model on the refused call
         assert models == {("completed", "gpt-4o-mini-2024-07-18"), ("failed", "gpt-4o-mini")}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
-from .dsn import describe, redact, resolve_dsn
+import psycopg
+
+from .dsn import describe, redact, resolve_dsn, safe_message
 from .errors import OtelPgError
 from .schema import install_schema, schema_status
 
@@ -87,6 +91,57 @@ def install_schema_main(argv: Sequence[str] | None = None) -> int:
             print(f"schema is up to date on {target}")
         else:
             print(f"schema installed on {target}")
+    return 0
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+
+
+def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-recompute-costs``: re-price computed span costs and fix trace totals."""
+    from .backfill import recompute_costs
+    from .pricing import Pricer, load_custom_prices
+
+    prog = "otel-pg-recompute-costs"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Recompute computed (never provided) span costs with current prices, "
+        "in chunks, and re-derive the affected trace totals. Idempotent.",
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    parser.add_argument("--since", type=_date, help="only spans started at or after this date (UTC)")
+    parser.add_argument("--until", type=_date, help="only spans started before this date (UTC)")
+    parser.add_argument(
+        "--prices", help="JSON file of your own prices (see README); default $OTEL_EXPORTER_POSTGRES_PRICES"
+    )
+    parser.add_argument("--chunk", type=int, default=5000, help="spans per transaction (default 5000)")
+    parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    args = parser.parse_args(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    try:
+        pricer = Pricer(load_custom_prices(args.prices or os.environ.get("OTEL_EXPORTER_POSTGRES_PRICES")))
+        report = recompute_costs(
+            args.dsn,
+            since=args.since,
+            until=args.until,
+            dry_run=args.dry_run,
+            chunk=args.chunk,
+            pricer=pricer,
+        )
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    except psycopg.Error as exc:
+        return _fail(prog, safe_message(exc, dsn), dsn)
+    verb = "would change" if args.dry_run else "changed"
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items())) or "none"
+    print(
+        f"scanned {report.scanned} model-call spans ({statuses}); {verb} {report.changed} spans in "
+        f"{report.traces} traces; total cost {'+' if report.delta >= 0 else ''}{report.delta:.6f} USD"
+    )
     return 0
 
 

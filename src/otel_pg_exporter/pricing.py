@@ -226,6 +226,8 @@ def apply_cost(
         return provided
     if computed is None:
         info["status"] = "unpriced"
+        if not tokens:
+            info["reason"] = "no token usage on the span"
         return None
     info["status"] = "free" if computed == 0 else "computed"
     return computed

@@ -146,17 +146,9 @@ WHERE p.span_id = v.pid
 """
 
 _MODEL_TYPES_SQL = ", ".join(f"'{t}'" for t in sorted(MODEL_CALL_TYPES))
-_RECOMPUTE_TRACES = f"""
-WITH v AS (
-    SELECT * FROM unnest(
-        %(tid)s::uuid[], %(hex)s::text[], %(exec_id)s::text[], %(meta)s::text[],
-        %(wf)s::text[], %(wf_rank)s::int4[], %(wf_src)s::text[],
-        %(usr)s::text[], %(usr_uuid)s::uuid[], %(usr_rank)s::int4[], %(usr_src)s::text[],
-        %(q)s::text[], %(q_rank)s::int4[], %(q_at)s::int8[], %(q_src)s::text[])
-    AS v(tid, hex, exec_id, meta, wf, wf_rank, wf_src, usr, usr_uuid, usr_rank, usr_src,
-         q, q_rank, q_at, q_src)
-),
-leaf AS (
+#: The trace-total rule, shared by the writer and the cost backfill: sums over leaf model calls
+#: (llm/embedding spans without an llm/embedding child), for the trace ids in CTE ``v(tid)``.
+_LEAF_TOTALS = f"""leaf AS (
     -- leaf model calls: llm/embedding spans without an llm/embedding child (roll-ups never count)
     SELECT s.trace_id, s.cost, s.tokens FROM spans s
     WHERE s.trace_id IN (SELECT tid FROM v) AND s.span_type IN ({_MODEL_TYPES_SQL})
@@ -173,7 +165,18 @@ tok AS (
         GROUP BY l.trace_id, e.key) AS per_key
     GROUP BY trace_id
 ),
-root AS (
+"""
+_RECOMPUTE_TRACES = f"""
+WITH v AS (
+    SELECT * FROM unnest(
+        %(tid)s::uuid[], %(hex)s::text[], %(exec_id)s::text[], %(meta)s::text[],
+        %(wf)s::text[], %(wf_rank)s::int4[], %(wf_src)s::text[],
+        %(usr)s::text[], %(usr_uuid)s::uuid[], %(usr_rank)s::int4[], %(usr_src)s::text[],
+        %(q)s::text[], %(q_rank)s::int4[], %(q_at)s::int8[], %(q_src)s::text[])
+    AS v(tid, hex, exec_id, meta, wf, wf_rank, wf_src, usr, usr_uuid, usr_rank, usr_src,
+         q, q_rank, q_at, q_src)
+),
+{_LEAF_TOTALS}root AS (
     SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
     FROM spans
     WHERE trace_id IN (SELECT tid FROM v) AND parent_span_id IS NULL AND status <> 'pending'
@@ -226,6 +229,20 @@ LEFT JOIN cost ON cost.trace_id = v.tid
 LEFT JOIN tok ON tok.trace_id = v.tid
 LEFT JOIN root ON root.trace_id = v.tid
 LEFT JOIN first_span ON first_span.trace_id = v.tid
+WHERE t.trace_id = v.tid
+"""
+
+#: Totals only (cost backfill): traces in ``%(tid)s`` get their sums re-derived from stored spans.
+RECOMPUTE_TOTALS = f"""
+WITH v AS (SELECT DISTINCT unnest(%(tid)s::uuid[]) AS tid),
+{_LEAF_TOTALS.rstrip().rstrip(",")}
+UPDATE traces t SET
+    total_cost = LEAST(coalesce(cost.total, 0), 9999.999999),
+    total_tokens = coalesce(tok.tokens, '{{}}'::jsonb),
+    metadata = t.metadata || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
+FROM v
+LEFT JOIN cost ON cost.trace_id = v.tid
+LEFT JOIN tok ON tok.trace_id = v.tid
 WHERE t.trace_id = v.tid
 """
 
