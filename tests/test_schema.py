@@ -137,7 +137,7 @@ def test_concurrent_installers_apply_each_migration_once(empty_db: str) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     applied_lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("applied")]
     assert len(applied_lines) == len(MIGRATION_FILES) - 1  # each non-optional migration exactly once
-    assert [r[0] for r in recorded(empty_db)] == [1, 2, 3, 5]
+    assert [r[0] for r in recorded(empty_db)] == [1, 2, 3, 5, 6]
 
 
 def test_hand_built_seed_database_is_adopted(empty_db: str) -> None:
@@ -154,9 +154,10 @@ def test_hand_built_seed_database_is_adopted(empty_db: str) -> None:
         )
         conn.execute("INSERT INTO traces (workflow_id, execution_id) VALUES ('wf', 'kept')")
     result = install_schema(empty_db)
-    assert result.applied == []
-    assert result.adopted == MIGRATION_FILES  # 004 too: its policies were already there
-    assert {r[1] for r in recorded(empty_db)} == {"adopted"}
+    seed_files = [f for f in MIGRATION_FILES if int(f[:3]) <= 5]
+    assert result.adopted == seed_files  # 004 too: its policies were already there
+    assert result.applied == [f for f in MIGRATION_FILES if f not in seed_files]  # ours, after the seed
+    assert {r[1] for r in recorded(empty_db) if r[0] <= 5} == {"adopted"}
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT execution_id FROM traces").fetchall() == [("kept",)]
         # the user's own profiles table was left as it was
@@ -355,4 +356,4 @@ def test_installer_works_from_a_built_wheel(tmp_path: Path, empty_db: str) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert "applied  004_add_observability_rls.sql" in proc.stdout
-    assert [r[0] for r in recorded(empty_db)] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in recorded(empty_db)] == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,122 @@
+"""Migration 006: daily rollup, spend forecast (accuracy on a synthetic history), budgets + notify."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from otel_pg_exporter import PostgresSpanExporter, install_schema
+from support import Capture
+
+AS_OF = date(2026, 9, 14)  # a Monday
+
+
+def _true_cost(x: int, day: date) -> float:
+    """Known shape: linear trend, weekends at 40 %."""
+    return (2.0 + 0.05 * x) * (0.4 if day.isoweekday() >= 6 else 1.0)
+
+
+@pytest.fixture
+def history_db(make_database) -> str:
+    dsn = make_database()
+    install_schema(dsn)
+    return dsn
+
+
+def _load(dsn: str, days: int, noise: float, workflow: str = "support", seed: int = 7) -> None:
+    """One trace a day whose LLM call reports that day's cost, exported through the SDK."""
+    rng = random.Random(seed)
+    capture = Capture()
+    start = AS_OF - timedelta(days=days)
+    for x in range(days):
+        day = start + timedelta(days=x)
+        cost = _true_cost(x, day) * (1 + rng.gauss(0, noise))
+        ns = int(datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc).timestamp() * 1e9)
+        root = capture.tracer.start_span("run", start_time=ns, attributes={"gen_ai.workflow.name": workflow})
+        from opentelemetry.trace import set_span_in_context
+
+        child = capture.tracer.start_span(
+            "chat",
+            context=set_span_in_context(root),
+            start_time=ns,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.cost": max(cost, 0),
+            },
+        )
+        child.end(end_time=ns + 10**9)
+        root.end(end_time=ns + 2 * 10**9)
+    exporter = PostgresSpanExporter(dsn)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    exporter.shutdown()
+
+
+def test_daily_rollup_counts_leaf_calls(history_db) -> None:
+    _load(history_db, 10, noise=0)
+    with psycopg.connect(history_db) as conn:
+        rows = conn.execute(
+            "SELECT day, workflow_id, calls, input_tokens FROM otel_daily_costs ORDER BY day"
+        ).fetchall()
+    assert len(rows) == 10 and all(r[1] == "support" and r[2] == 1 and r[3] == 100 for r in rows)
+
+
+def test_forecast_accuracy_on_a_synthetic_history(history_db) -> None:
+    days, horizon = 84, 28
+    _load(history_db, days, noise=0.05)
+    with psycopg.connect(history_db) as conn:
+        rows = conn.execute(
+            "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, AS_OF)
+        ).fetchall()
+    assert len(rows) == horizon and rows[0][0] == AS_OF
+    errors = []
+    inside = 0
+    rng = random.Random(99)
+    for i, (day, predicted, lower, upper) in enumerate(rows):
+        truth = _true_cost(days + i, day)
+        errors.append(abs(float(predicted) - truth) / truth)
+        actual = truth * (1 + rng.gauss(0, 0.05))
+        inside += float(lower) <= actual <= float(upper)
+    mape = sum(errors) / len(errors)
+    print(f"forecast MAPE {mape:.3f}, band coverage {inside}/{horizon}")
+    assert mape < 0.10, mape  # stated accuracy: within 10 % mean absolute percentage error
+    assert inside / horizon >= 0.85  # the 95 % band holds most future days
+
+
+def test_forecast_with_short_or_empty_history(history_db) -> None:
+    with psycopg.connect(history_db) as conn:
+        empty = conn.execute(
+            "SELECT predicted, lower, upper FROM forecast_cost(7, 90, NULL, %s)", (AS_OF,)
+        ).fetchall()
+        assert empty == [(Decimal(0), Decimal(0), Decimal(0))] * 7
+    _load(history_db, 1, noise=0)
+    with psycopg.connect(history_db) as conn:
+        one = conn.execute("SELECT predicted FROM forecast_cost(3, 90, NULL, %s)", (AS_OF,)).fetchall()
+        assert [r[0] for r in one] == [Decimal("0.800000")] * 3  # a flat line at the only (weekend) day
+        month = conn.execute("SELECT * FROM forecast_month_end(NULL, %s)", (AS_OF,)).fetchone()
+        assert month[0] == Decimal("0.8") and month[2] >= month[0]
+
+
+def test_budget_breach_and_forecast_breach_notify(history_db) -> None:
+    _load(history_db, 28, noise=0)
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        mtd, projected = conn.execute(
+            "SELECT month_to_date, projected_total FROM forecast_month_end(NULL, %s)", (AS_OF,)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO otel_budgets (scope, scope_value, monthly_limit) VALUES "
+            "('all', NULL, %s), ('workflow', 'support', %s), ('workflow', 'other', 1000)",
+            (mtd / 2, (mtd + projected) / 2),
+        )
+        conn.execute("LISTEN otel_budget")
+        status = conn.execute(
+            "SELECT budget_id, breached, forecast_breach FROM check_budgets(%s) ORDER BY 1", (AS_OF,)
+        ).fetchall()
+        notes = [json.loads(n.payload) for n in conn.notifies(timeout=2, stop_after=2)]
+    assert [(s[1], s[2]) for s in status] == [(True, False), (False, True), (False, False)]
+    assert sorted(n["kind"] for n in notes) == ["breach", "forecast_breach"]
