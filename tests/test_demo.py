@@ -29,6 +29,7 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
     proc = make_demo(_env(OTEL_EXPORTER_POSTGRES_DSN=empty_db))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traces stored by this run (6)" in proc.stdout
+    assert "$ otel-pg-report" in proc.stdout and "top models" in proc.stdout
     with psycopg.connect(empty_db, row_factory=dict_row) as conn:
         traces = conn.execute("SELECT * FROM traces WHERE workflow_id = 'support-agent'").fetchall()
         assert len(traces) == 6

@@ -145,5 +145,36 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-report``: cost history, forecast, top spenders, unpriced models, budgets."""
+    from .report import build_report, render_html, render_json, render_text
+
+    prog = "otel-pg-report"
+    parser = argparse.ArgumentParser(
+        prog=prog, description="LLM spend: history, forecast, top spenders, unpriced models and budgets."
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    parser.add_argument("--days", type=int, default=30, help="history window in days (default 30)")
+    parser.add_argument("--horizon", type=int, default=14, help="forecast days (default 14)")
+    parser.add_argument("--as-of", type=_date, help="report as of this date (default today, UTC)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with the chart")
+    args = parser.parse_args(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    try:
+        report = build_report(
+            args.dsn, days=args.days, horizon=args.horizon, as_of=args.as_of.date() if args.as_of else None
+        )
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    except psycopg.Error as exc:
+        return _fail(prog, safe_message(exc, dsn), dsn)
+    print(render_json(report) if args.format == "json" else render_text(report), end="")
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(render_html(report))
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(install_schema_main())

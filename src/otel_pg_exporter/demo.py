@@ -234,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"App: {args.runs} runs of an instrumented openai agent against a fake OpenAI on 127.0.0.1 …")
         executions = run_agent(args.runs)
         print_report(dsn, executions)
+        from .report import build_report, render_text
+
+        print("\n$ otel-pg-report --days 7 --horizon 7\n")
+        print(render_text(build_report(dsn, days=7, horizon=7)), end="")
         if server is None or args.keep:
             print(f'\nLook further:  psql "{redact(dsn, dsn)}"')
             print("  e.g. SELECT span_type, name, model, tokens FROM spans ORDER BY started_at DESC;")

@@ -1,0 +1,203 @@
+"""``otel-pg-report``: what did we spend, on what, and what will this month cost?
+
+Reads migration 006's view and functions (so the numbers match any SQL client's) and renders them as
+text (with a terminal chart of history plus forecast band), JSON, or a self-contained HTML page with
+an inline SVG chart (no CDN, no JavaScript).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from .schema import connect
+
+
+def build_report(
+    dsn: str | None, *, days: int = 30, horizon: int = 14, as_of: date | None = None
+) -> dict[str, Any]:
+    """Everything the renderers show, as plain data."""
+    with connect(dsn) as conn:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        today = as_of or conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date AS d").fetchone()["d"]
+        since = today - timedelta(days=days)
+        window = {"since": since, "today": today}
+        history = conn.execute(
+            """SELECT g::date AS day, coalesce(sum(d.cost), 0) AS cost
+               FROM generate_series(%(since)s::date, %(today)s::date - 1, interval '1 day') AS g
+               LEFT JOIN otel_daily_costs d ON d.day = g::date
+               GROUP BY g ORDER BY g""",
+            window,
+        ).fetchall()
+        forecast = conn.execute(
+            "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, today)
+        ).fetchall()
+        month = conn.execute("SELECT * FROM forecast_month_end(NULL, %s)", (today,)).fetchone()
+
+        def top(column: str) -> list[dict[str, Any]]:
+            return conn.execute(
+                f"""SELECT coalesce({column}::text, '(none)') AS name, sum(cost) AS cost, sum(calls) AS calls,
+                           sum(total_tokens) AS tokens
+                    FROM otel_daily_costs WHERE day >= %(since)s AND day <= %(today)s
+                    GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10""",
+                window,
+            ).fetchall()
+
+        unpriced = conn.execute(
+            """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
+                      sum(unpriced_calls) AS calls, sum(input_tokens) AS input_tokens,
+                      sum(output_tokens) AS output_tokens
+               FROM otel_daily_costs WHERE unpriced_calls > 0 AND day >= %(since)s AND day <= %(today)s
+               GROUP BY 1, 2 ORDER BY 3 DESC""",
+            window,
+        ).fetchall()
+        budgets = conn.execute("SELECT * FROM check_budgets(%s)", (today,)).fetchall()
+        return {
+            "as_of": today,
+            "days": days,
+            "history": history,
+            "forecast": forecast,
+            "month": month,
+            "top_workflows": top("workflow_id"),
+            "top_models": top("model"),
+            "top_users": top("user_id"),
+            "unpriced_models": unpriced,
+            "budgets": budgets,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(_jsonable(report), indent=2)
+
+
+def render_text(report: dict[str, Any], width: int = 40) -> str:
+    lines: list[str] = [f"LLM spend report, {report['days']} days to {report['as_of']} (USD)", ""]
+    points = [(r["day"], float(r["cost"]), None, None) for r in report["history"]]
+    points += [
+        (r["day"], float(r["predicted"]), float(r["lower"]), float(r["upper"])) for r in report["forecast"]
+    ]
+    peak = max([p[3] or p[1] for p in points] + [1e-9])
+    lines.append("cost by day   (█ actual, ░ forecast, ┆ band upper)")
+    for day, value, lower, upper in points:
+        bar = round(value / peak * width)
+        if lower is None:
+            lines.append(f"{day}  {'█' * bar:<{width}} {value:10.4f}")
+        else:
+            hi = round((upper or 0) / peak * width)
+            cells = "░" * bar + " " * max(0, hi - bar) + "┆"
+            lines.append(f"{day}  {cells:<{width + 1}}{value:9.4f}  [{lower:.4f}–{upper:.4f}]")
+    m = report["month"]
+    lines += [
+        "",
+        f"this month: {float(m['month_to_date']):.4f} so far, projected {float(m['projected_total']):.4f} "
+        f"(range {float(m['lower']):.4f}–{float(m['upper']):.4f})",
+        "",
+    ]
+    for title, key in (
+        ("top workflows", "top_workflows"),
+        ("top models", "top_models"),
+        ("top users", "top_users"),
+    ):
+        lines.append(title)
+        for r in report[key] or [{"name": "(none)", "cost": 0, "calls": 0, "tokens": 0}]:
+            lines.append(
+                f"  {r['name'][:40]:<40} {float(r['cost']):10.4f}  {r['calls']:>6} calls  "
+                f"{r['tokens']:>9} tokens"
+            )
+        lines.append("")
+    lines.append("unpriced models (cost unknown, not zero)")
+    for r in report["unpriced_models"] or [
+        {"model": "(none)", "provider": "", "calls": 0, "input_tokens": 0, "output_tokens": 0}
+    ]:
+        lines.append(
+            f"  {r['model'][:30]:<30} {r['provider'][:16]:<16} {r['calls']:>6} calls  "
+            f"in {r['input_tokens']} / out {r['output_tokens']} tokens"
+        )
+    lines += ["", "budgets"]
+    if not report["budgets"]:
+        lines.append(
+            "  (none: INSERT INTO otel_budgets (scope, scope_value, monthly_limit) VALUES ('all', NULL, 100))"
+        )
+    for b in report["budgets"]:
+        state = "BREACHED" if b["breached"] else "FORECAST BREACH" if b["forecast_breach"] else "ok"
+        scope = b["scope"] + (f" {b['scope_value']}" if b["scope_value"] else "")
+        lines.append(
+            f"  {scope[:40]:<40} limit {float(b['monthly_limit']):.2f}  so far "
+            f"{float(b['month_to_date']):.4f}  projected {float(b['projected_total']):.4f}  {state}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _svg_chart(report: dict[str, Any], w: int = 900, h: int = 300, pad: int = 40) -> str:
+    hist = [(r["day"], float(r["cost"])) for r in report["history"]]
+    fc = [(r["day"], float(r["predicted"]), float(r["lower"]), float(r["upper"])) for r in report["forecast"]]
+    days = [d for d, _ in hist] + [d for d, *_ in fc]
+    if not days:
+        return "<svg></svg>"
+    top = max([v for _, v in hist] + [u for *_, u in fc] + [1e-9]) * 1.1
+    first = days[0]
+    span = max(1, (days[-1] - first).days)
+
+    def xy(day: date, value: float) -> str:
+        x = pad + (day - first).days / span * (w - 2 * pad)
+        y = h - pad - value / top * (h - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    band = " ".join([xy(d, u) for d, _, _, u in fc] + [xy(d, lo) for d, _, lo, _ in reversed(fc)])
+    history = " ".join(xy(d, v) for d, v in hist)
+    forecast = " ".join(xy(d, p) for d, p, _, _ in fc)
+    ticks = "".join(
+        f'<text x="{pad - 6}" y="{h - pad - f * (h - 2 * pad) + 4:.1f}" text-anchor="end" font-size="11">'
+        f"{top * f:.3f}</text>"
+        for f in (0, 0.5, 1)
+    )
+    return (
+        f'<svg id="cost-chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'viewBox="0 0 {w} {h}" role="img" aria-label="Daily LLM cost with forecast">'
+        f'<rect width="{w}" height="{h}" fill="#fff"/>'
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#999"/>{ticks}'
+        f'<polygon class="band" points="{band}" fill="#f4a26133" stroke="none"/>'
+        f'<polyline class="history" points="{history}" fill="none" stroke="#2a6fdb" stroke-width="2.5"/>'
+        f'<polyline class="forecast" points="{forecast}" fill="none" stroke="#e76f51" stroke-width="2.5" '
+        f'stroke-dasharray="6 4"/>'
+        f'<text x="{pad}" y="{h - 12}" font-size="11">{first}</text>'
+        f'<text x="{w - pad}" y="{h - 12}" font-size="11" text-anchor="end">{days[-1]}</text></svg>'
+    )
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained page: inline SVG and CSS, no scripts, no external resources."""
+    e = html.escape
+    text = e(
+        render_text(report).split("\n\nthis month:")[1] if "\n\nthis month:" in render_text(report) else ""
+    )
+    m = report["month"]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>LLM spend report</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}"
+        "pre{background:#f6f6f6;padding:12px;font-size:12px}</style></head><body>"
+        f"<h1>LLM spend, {report['days']} days to {e(str(report['as_of']))}</h1>"
+        f"<p>This month: <b>${float(m['month_to_date']):.4f}</b> so far, projected "
+        f"<b>${float(m['projected_total']):.4f}</b> "
+        f"(range ${float(m['lower']):.4f}–${float(m['upper']):.4f}). "
+        "Blue: actual; dashed orange: forecast; shaded: 95&nbsp;% band.</p>"
+        f"{_svg_chart(report)}<pre>this month:{text}</pre></body></html>"
+    )
