@@ -30,6 +30,7 @@ from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
 from otel_pg_exporter.records import EncodedSpan
+from otel_pg_exporter.writer import SPAN_COLUMNS
 
 from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans
 
@@ -164,31 +165,7 @@ def _parents_first(encoded: list[EncodedSpan]) -> list[EncodedSpan]:
     return sorted(encoded, key=lambda s: s.parent_span_id is not None)
 
 
-_SPAN_COLS = (
-    "span_id",
-    "trace_id",
-    "parent_span_id",
-    "span_type",
-    "name",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "inputs",
-    "outputs",
-    "tokens",
-    "cost",
-    "model",
-    "provider",
-    "error",
-    "error_type",
-    "error_stack",
-    "api_limits",
-    "retry_count",
-    "timeout",
-    "evaluation",
-    "metadata",
-)
+_SPAN_COLS = SPAN_COLUMNS  # the exporter's own column list, in its order
 
 
 def _span_values(s: EncodedSpan) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from .conventions import MODEL_CALL_TYPES
 from .pricing import Pricer, apply_cost
-from .sanitize import quantize_cost, to_cost
+from .sanitize import column_cost
 from .schema import connect
 from .writer import RECOMPUTE_TOTALS
 
@@ -43,12 +43,6 @@ class BackfillReport:
     traces: int = 0
     delta: Decimal = Decimal(0)
     statuses: dict[str, int] = field(default_factory=dict)
-
-
-def _column_cost(value: Any) -> Decimal:
-    """The value the ``cost`` column gets (the exporter's rule: 6 decimals, invalid → 0)."""
-    amount, _ = to_cost(value)
-    return quantize_cost(amount) if amount is not None else Decimal(0)
 
 
 def recompute_costs(
@@ -99,12 +93,11 @@ def recompute_costs(
                     row["started_at"],
                     pricer,
                 )
-                amount, _ = to_cost(value)
+                new_cost, amount, _ = column_cost(value)
                 if amount is not None:
                     meta["cost"]["exact"] = str(amount)
                 status = meta["cost"]["status"]
                 report.statuses[status] = report.statuses.get(status, 0) + 1
-                new_cost = _column_cost(value)
                 if new_cost != row["cost"] or meta["cost"] != previous:
                     updates.append((row["span_id"], row["trace_id"], new_cost, meta))
                     report.delta += new_cost - row["cost"]

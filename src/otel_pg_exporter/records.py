@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .mapping import EPOCH, SpanRecord, TraceHints
-from .sanitize import INT_MAX, clamp_int, clean_text, encode_json, quantize_cost, to_cost
+from .sanitize import INT_MAX, clamp_int, clean_text, column_cost, encode_json
 
 #: VARCHAR widths of the seed schema.
 VARCHAR = {
@@ -111,14 +111,11 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
         return default if number is None else number
 
     metadata = record.metadata
-    cost_value, cost_note = to_cost(record.cost)
+    cost, cost_value, cost_note = column_cost(record.cost)
     if cost_note:
         notes["cost"] = cost_note
-    cost = Decimal(0)
     if cost_value is not None:
-        cost = quantize_cost(cost_value)
-        info = metadata.setdefault("cost", {})
-        info["exact"] = str(cost_value)
+        metadata.setdefault("cost", {})["exact"] = str(cost_value)
     elif "cost" in metadata and cost_note:
         metadata["cost"]["status"] = "invalid"
 

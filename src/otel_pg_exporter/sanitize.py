@@ -142,3 +142,9 @@ def to_cost(value: Any) -> tuple[Decimal | None, Note | None]:
 def quantize_cost(amount: Decimal) -> Decimal:
     """Round to the column's 6 decimals (the exact value stays in metadata)."""
     return amount.quantize(COST_QUANTUM)
+
+
+def column_cost(value: Any) -> tuple[Decimal, Decimal | None, Note | None]:
+    """``(value for the cost column, exact amount or None, note)``: invalid amounts store 0."""
+    amount, note = to_cost(value)
+    return (quantize_cost(amount) if amount is not None else Decimal(0)), amount, note

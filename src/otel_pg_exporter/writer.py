@@ -99,7 +99,7 @@ _SPAN_TYPES = {
 }
 _INSERT_COLUMNS = tuple(_SPAN_TYPES)
 #: Columns taken as they are from ``EncodedSpan``; ``child_spans`` is built from the batch.
-_SPAN_COLUMNS = tuple(c for c in _INSERT_COLUMNS if c != "child_spans")
+SPAN_COLUMNS = tuple(c for c in _INSERT_COLUMNS if c != "child_spans")
 _JSON_COLUMNS = frozenset(c for c, t in _SPAN_TYPES.items() if t == "jsonb")
 _UPDATE_ON_CONFLICT = [c for c in _INSERT_COLUMNS if c not in ("span_id", "trace_id")]
 
@@ -324,7 +324,7 @@ def _span_rows_json(spans: list[EncodedSpan], folds: dict[Any, _ChildFold]) -> s
     for s in spans:
         fields = []
         fold = folds.get(s.span_id)
-        for c in _SPAN_COLUMNS:
+        for c in SPAN_COLUMNS:
             value = getattr(s, c)
             if fold is not None and c == "retry_count":
                 value = max(value, fold.max_retry)
