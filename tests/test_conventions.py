@@ -430,6 +430,15 @@ def test_azure_sdk_span_events(db_dsn, exporter, capture) -> None:
     assert fetch_trace(db_dsn, tid)["query"] == "hi azure"
 
 
+def test_every_convention_table_maps_into_the_vocabulary() -> None:
+    from otel_pg_exporter import conventions as cv
+
+    produced = {v for _, table in cv.SPAN_KIND_SOURCES for v in table.values()} - {"*root"}
+    produced |= {kind for _, kind in cv.GENAI_TYPE_HINTS + cv.INFRA_TYPE_HINTS}
+    assert produced <= set(cv.SPAN_TYPES)
+    assert all(len(t) <= 50 for t in cv.SPAN_TYPES)  # VARCHAR(50)
+
+
 def test_span_type_vocabulary(db_dsn, exporter, capture) -> None:
     t = capture.tracer
     cases = {

@@ -303,8 +303,6 @@ TOKEN_ATTRS: dict[str, tuple[str, ...]] = {
 }
 #: Langfuse's usage JSON keys → our keys (Langfuse subtracts cache from input; we add it back).
 LANGFUSE_USAGE_ATTR = "langfuse.observation.usage_details"
-#: Roll-up usage that must never be summed into a trace (reference §0.6): kept in metadata only.
-AGGREGATE_USAGE_PREFIXES: tuple[str, ...] = ("gen_ai.aggregated_usage.", "logfire.metrics")
 
 # --------------------------------------------------------------------------------------------------
 # cost a span reports itself (USD); computing from prices is pricing's job

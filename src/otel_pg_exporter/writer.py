@@ -23,7 +23,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -485,8 +485,6 @@ class SpanWriter:
 
 def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:
     """The span without its payload columns, for a row the database refused as it was."""
-    from dataclasses import replace
-
     name, _ = clean_text(span.name.encode("ascii", "replace").decode(), 255)
     meta, _ = encode_json(
         {
