@@ -289,3 +289,19 @@ def test_application_keeps_its_pace_while_spooling(db_dsn, proxy, tmp_path) -> N
     assert exporter.stats()["spooled"] > 1000
     assert spooling / baseline >= 0.25, (spooling, baseline)
     print(f"span creation while spooling: {spooling:.0f}/s vs {baseline:.0f}/s without exporter")
+
+
+def test_schema_not_installed_yet_keeps_the_spans(make_database, tmp_path, caplog) -> None:
+    """A database that answers but has no tables yet: spool, then replay once the schema exists."""
+    dsn = make_database()
+    run_id = uuid.uuid4().hex
+    caplog.set_level(logging.ERROR, logger="otel_pg_exporter")
+    exporter = PostgresSpanExporter(dsn, timeout_s=2, spool_dir=str(tmp_path), shutdown_timeout_s=60)
+    batches = _batches(run_id, 2, 5)
+    assert exporter.export(batches[0]).name == "SUCCESS"
+    assert exporter.stats()["spooled"] == 5
+    assert "database not ready" in caplog.text
+    install_schema(dsn)
+    assert exporter.export(batches[1]).name == "SUCCESS"
+    exporter.shutdown()
+    assert stored(dsn, run_id) == 10

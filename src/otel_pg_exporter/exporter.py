@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .conventions import MODEL_CALL_TYPES
@@ -45,6 +46,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     PoolTimeout,
+)
+#: Errors of a database that answers but cannot take the rows yet (schema not installed, grants
+#: missing): no point retrying now, but the batch is kept (spooled) until an operator fixes it.
+SETUP_ERRORS: tuple[type[BaseException], ...] = (
+    pg_errors.UndefinedTable,
+    pg_errors.UndefinedColumn,
+    pg_errors.UndefinedFunction,
+    pg_errors.InsufficientPrivilege,
 )
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -277,6 +286,8 @@ class PostgresSpanExporter(SpanExporter):
                 # wait for a pooled connection for part of the budget, so there is time to retry
                 wait = max(0.1, min(remaining, max(ATTEMPT_MIN_S, self.settings.timeout_s / 4)))
                 report = self._writer.write(encoded, timeout=wait)
+            except SETUP_ERRORS as exc:
+                return self._unreachable(encoded, exc, "database not ready (schema or grants)")
             except CONNECTION_ERRORS as exc:
                 delay = _backoff(attempt)
                 if deadline - time.monotonic() <= delay or self._closed.is_set():
@@ -290,14 +301,16 @@ class PostgresSpanExporter(SpanExporter):
             self._record(report)
             return SpanExportResult.SUCCESS, "stored"
 
-    def _unreachable(self, encoded: list[EncodedSpan], exc: BaseException) -> tuple[SpanExportResult, str]:
+    def _unreachable(
+        self, encoded: list[EncodedSpan], exc: BaseException, what: str = "database unreachable"
+    ) -> tuple[SpanExportResult, str]:
         message = safe_message(exc, self.settings.dsn)
         if self.spool is None:
-            self._state.set("database unreachable, spool off: batches are lost", message)
+            self._state.set(f"{what}, spool off: batches are lost", message)
             self._telemetry.add("failed_batches", 1)
-            self._telemetry.add("dropped", len(encoded), reason="database_unreachable")
+            self._telemetry.add("dropped", len(encoded), reason=what.split(" (")[0].replace(" ", "_"))
             return SpanExportResult.FAILURE, "failure"
-        self._state.set(f"database unreachable, spooling to {self.spool.directory}", message)
+        self._state.set(f"{what}, spooling to {self.spool.directory}", message)
         self._db_down.set()
         return self._to_spool(encoded)
 
@@ -367,7 +380,13 @@ class PostgresSpanExporter(SpanExporter):
                 continue
             attempt = 0
             self.spool.seal()  # our active segment becomes replayable
-            outcome = self._replay_segments()
+            try:
+                outcome = self._replay_segments()
+            except Exception as exc:  # e.g. the schema is not installed yet: keep the data, try later
+                self._state.set("replay failed, spool kept", safe_message(exc, self.settings.dsn))
+                outcome = "failed"
+                if not self._closing.is_set():
+                    self._closing.wait(BACKOFF_MAX_S)
             if outcome == "failed":
                 self._db_down.set()
                 continue
