@@ -25,19 +25,21 @@ def build_report(
     with connect(dsn) as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
         today = as_of or conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date AS d").fetchone()["d"]
-        since = today - timedelta(days=days)
+        since = today - timedelta(days=days - 1)
         window = {"since": since, "today": today}
+        tomorrow = today + timedelta(days=1)  # history runs through today; the forecast starts after it
         history = conn.execute(
             """SELECT g::date AS day, coalesce(sum(d.cost), 0) AS cost
-               FROM generate_series(%(since)s::date, %(today)s::date - 1, interval '1 day') AS g
+               FROM generate_series(%(since)s::date, %(today)s::date, interval '1 day') AS g
                LEFT JOIN otel_daily_costs d ON d.day = g::date
                GROUP BY g ORDER BY g""",
             window,
         ).fetchall()
         forecast = conn.execute(
-            "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, today)
+            "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, tomorrow)
         ).fetchall()
-        month = conn.execute("SELECT * FROM forecast_month_end(NULL, %s)", (today,)).fetchone()
+        month_as_of = tomorrow if tomorrow.month == today.month else today
+        month = conn.execute("SELECT * FROM forecast_month_end(NULL, %s)", (month_as_of,)).fetchone()
 
         def top(column: str) -> list[dict[str, Any]]:
             return conn.execute(
