@@ -29,5 +29,6 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     assert result["writer"]["ours"]["stored"] == result["writer"]["ours"]["spans"]
     assert result["memory"]["stored"] == result["memory"]["spans"]
     assert set(result["growth"]) == {"0", "1000"}
+    assert result["scrub"]["with_scrubbing"] > 0 and result["scrub"]["without_scrubbing"] > 0
     assert result["profile"] and "function" in result["profile"][0]
     assert "end to end ratio" in proc.stdout and "writer vs naive" in proc.stdout

@@ -452,6 +452,20 @@ FLAT_PREFIXES: tuple[str, ...] = (
     *TOOL_DEFINITION_PREFIXES,
     *EVALUATION_FLAT_PREFIXES,
 )
+#: Attributes that carry message content (dropped from metadata when content capture is off).
+CONTENT_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        *INPUT_JSON_ATTRS,
+        *OUTPUT_JSON_ATTRS,
+        SYSTEM_INSTRUCTIONS_ATTR,
+        *TOOL_DEFINITION_ATTRS,
+        *(name for name, _ in INPUT_VALUE_ATTRS),
+        *(name for name, _ in OUTPUT_VALUE_ATTRS),
+        "llm.invocation_parameters",
+        "gen_ai.prompt",
+        "gen_ai.completion",
+    }
+)
 EVALUATION_SCALAR_PREFIXES: tuple[str, ...] = ("gen_ai.eval.", "gen_ai.agent.evaluation")
 
 # --------------------------------------------------------------------------------------------------

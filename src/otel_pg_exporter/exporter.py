@@ -33,6 +33,7 @@ from .conventions import MODEL_CALL_TYPES
 from .dsn import describe, safe_message
 from .mapping import SpanRecord, fallback_record, map_span
 from .pricing import Pricer, apply_cost, load_custom_prices
+from .privacy import build_scrubber, parse_patterns
 from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
 from .spool import Spool, decode_payload, default_spool_root, iter_records
@@ -111,7 +112,14 @@ class PostgresSpanExporter(SpanExporter):
     def __init__(self, dsn: str | None = None, **options: Any) -> None:
         self.settings: ExporterSettings = resolve_settings(dsn, **options)
         s = self.settings
-        self._limits = Limits(max_payload_chars=s.max_payload_chars)
+        scrubber = (
+            build_scrubber(parse_patterns(s.redact_patterns), own_dsn=s.dsn, defaults=s.scrub_secrets)
+            if s.scrub_secrets or s.redact_patterns or s.dsn
+            else None
+        )
+        self._limits = Limits(
+            max_payload_chars=s.max_payload_chars, scrub=scrubber, capture_content=s.capture_content
+        )
         self.pricer = Pricer(load_custom_prices(s.prices))
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -231,9 +239,16 @@ class PostgresSpanExporter(SpanExporter):
         encoded: list[EncodedSpan] = []
         for span in spans:
             try:
-                encoded.append(encode_span(self._priced(map_span(span)), self._limits))
+                record = self._priced(map_span(span))
+                if self.settings.redact is not None:
+                    record = self.settings.redact(record)
+                encoded.append(encode_span(record, self._limits))
             except Exception as exc:
                 record = fallback_record(span, exc)
+                if record is not None and (
+                    self.settings.redact is not None or not self.settings.capture_content
+                ):
+                    record.metadata.pop("attributes_raw", None)  # unredacted content must not leak
                 self._telemetry.add("mapping_fallbacks", 1)
                 logger.warning(
                     "otel-pg-exporter: span %r mapped minimally: %s",

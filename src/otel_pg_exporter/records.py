@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
+from .privacy import scrub_json_text
 from .sanitize import INT_MAX, clamp_int, clean_text, column_cost, encode_json
 
+#: Columns that may carry free text from the application, and so secrets.
+SCRUBBED = frozenset({"name", "inputs", "outputs", "evaluation", "error", "error_stack", "api_limits"})
 #: VARCHAR widths of the seed schema.
 VARCHAR = {
     "span_type": 50,
@@ -32,9 +37,33 @@ _TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Size caps. ``max_payload_chars`` applies to each JSON column and to long TEXT columns."""
+    """What encoding enforces: size caps (``max_payload_chars`` per JSON column and long TEXT
+    column), the secret scrubber, and whether message content is stored at all."""
 
     max_payload_chars: int = 262_144
+    scrub: Callable[[str], str] | None = None
+    capture_content: bool = True
+
+
+OMITTED = {"_omitted": "content capture is off"}
+
+
+def _without_content(record: SpanRecord) -> None:
+    """Drop message content (and content-bearing attributes) but keep everything else."""
+    if record.inputs:
+        record.inputs = dict(OMITTED)
+    if record.outputs:
+        record.outputs = dict(OMITTED)
+    record.hints.query = None
+    attrs = record.metadata.get("attributes")
+    if isinstance(attrs, dict):
+        record.metadata["attributes"] = {
+            k: v for k, v in attrs.items() if k not in CONTENT_ATTRIBUTES and not k.startswith(FLAT_PREFIXES)
+        }
+    for event in record.metadata.get("events", []):
+        if event.get("name") == OPERATION_DETAILS_EVENT:
+            event["attributes"] = dict(OMITTED)
+    record.metadata["content"] = "omitted"
 
 
 @dataclass(slots=True)
@@ -91,18 +120,23 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
     """Sanitize and JSON-encode one record. Never raises for bad values; notes what it changed."""
     notes: dict[str, Any] = {}
     cap = limits.max_payload_chars
+    scrub = limits.scrub
+    if not limits.capture_content:
+        _without_content(record)
 
     def text(column: str, value: Any, max_chars: int) -> str | None:
         cleaned, note = clean_text(value, max_chars)
         if note:
             notes[column] = note
+        if scrub is not None and cleaned and column in SCRUBBED:
+            cleaned = scrub(cleaned)
         return cleaned
 
     def js(column: str, value: Any) -> str:
         encoded, note = encode_json(value, cap)
         if note:
             notes[column] = note
-        return encoded
+        return scrub_json_text(scrub, encoded) if scrub is not None and column in SCRUBBED else encoded
 
     def integer(column: str, value: Any, lo: int, default: int | None) -> int | None:
         number, note = clamp_int(value, lo, INT_MAX)
@@ -151,6 +185,8 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
         metadata["sanitized"] = notes
         encoded.sanitized = True
     encoded.metadata = _encode_metadata(metadata, cap)
+    if scrub is not None:
+        encoded.metadata = scrub_json_text(scrub, encoded.metadata)
     return encoded
 
 

@@ -31,6 +31,14 @@ class ExporterSettings:
     shutdown_timeout_s: float = 5.0
     #: custom prices: a JSON file path (env) or a mapping (argument); see ``pricing``
     prices: Any = None
+    #: False: store no message content (inputs, outputs, traces.query), keep tokens, cost, errors
+    capture_content: bool = True
+    #: default secret scrubbing (API keys, bearer tokens, passwords, private keys); see ``privacy``
+    scrub_secrets: bool = True
+    #: extra regexes to redact (list, or newline-separated in the env var)
+    redact_patterns: Any = None
+    #: a callable ``redact(span_record) -> span_record`` for custom PII rules (argument only)
+    redact: Any = None
 
     @property
     def spool_enabled(self) -> bool:
@@ -63,7 +71,7 @@ def _env(name: str) -> str | None:
 
 
 def _convert(name: str, raw: Any, kind: type) -> Any:
-    if kind is str and isinstance(raw, dict):  # custom prices given as a mapping
+    if kind is object or (kind is str and isinstance(raw, dict | list | tuple)):  # passed through as given
         return raw
     try:
         if kind is bool:
@@ -90,6 +98,10 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "spool_max_bytes": ("SPOOL_MAX_BYTES", int),
     "shutdown_timeout_s": ("SHUTDOWN_TIMEOUT", float),
     "prices": ("PRICES", str),
+    "capture_content": ("CAPTURE_CONTENT", bool),
+    "scrub_secrets": ("SCRUB_SECRETS", bool),
+    "redact_patterns": ("REDACT_PATTERNS", str),
+    "redact": ("", object),
 }
 
 
@@ -102,7 +114,7 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
     values: dict[str, Any] = {}
     for option, (suffix, kind) in _OPTIONS.items():
         raw = options.get(option)
-        if raw is None:
+        if raw is None and suffix:
             raw = _env(suffix)
             name = ENV_PREFIX + suffix
         else:

@@ -274,7 +274,8 @@ def _trace_params(deltas: list[TraceDelta], limits: Limits, explicit_ids: bool) 
         p["usr_rank"].append(user[0] if user else None)
         p["usr_src"].append(user[2] if user else None)
         q = d.query
-        p["q"].append(clean_text(q[2], limits.max_payload_chars)[0] if q else None)
+        query = clean_text(q[2], limits.max_payload_chars)[0] if q else None
+        p["q"].append(limits.scrub(query) if query and limits.scrub is not None else query)
         p["q_rank"].append(q[0] if q else None)
         p["q_at"].append(q[1] if q else None)
         p["q_src"].append(q[3] if q else None)
