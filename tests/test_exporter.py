@@ -288,3 +288,40 @@ def test_configure_one_liner(db_dsn, tmp_path) -> None:
             "SELECT status, metadata FROM traces WHERE workflow_id = %s", (f"configured {run_id}",)
         ).fetchone()
     assert row is not None and row[0] == "completed"
+
+
+def test_exporter_works_under_the_least_privilege_role(make_database, capture) -> None:
+    from pathlib import Path as _Path
+
+    from psycopg.conninfo import make_conninfo
+
+    from otel_pg_exporter import install_schema
+
+    dsn = make_database()
+    install_schema(dsn, rls=True)
+    user = uuid.uuid4()
+    script = (_Path(__file__).resolve().parents[1] / "sql" / "roles" / "otel_exporter_role.sql").read_text()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(script)
+        conn.execute("ALTER ROLE otel_exporter PASSWORD 'exporter-test-pw'")
+        conn.execute("INSERT INTO profiles (id) VALUES (%s)", (user,))
+    role_dsn = make_conninfo(dsn, user="otel_exporter", password="exporter-test-pw")
+    exporter = PostgresSpanExporter(role_dsn, spool_dir="off")
+    try:
+        with capture.tracer.start_as_current_span("root", attributes={"user.id": str(user)}) as root:
+            with capture.tracer.start_as_current_span(
+                "chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5}
+            ):
+                pass
+        assert exporter.export(capture.take()).name == "SUCCESS"
+        assert exporter.stats()["failed_batches"] == 0
+    finally:
+        exporter.shutdown()
+    trace = fetch_trace(dsn, root.get_span_context().trace_id)
+    assert trace["user_id"] == user and trace["status"] == "completed"
+    with psycopg.connect(role_dsn) as conn:  # and nothing more than it needs
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM spans")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # roles are cluster-wide: leave none behind
+        conn.execute("DROP OWNED BY otel_exporter")
+        conn.execute("DROP ROLE otel_exporter")
