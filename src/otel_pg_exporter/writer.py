@@ -2,8 +2,9 @@
 
 Per batch, in one transaction, each step one statement over arrays (``unnest``), keys sorted:
 
-1. upsert the ``traces`` rows (placeholders for new traces) — this also locks every trace of the
-   batch in trace-id order, so concurrent writers of the same traces serialise instead of deadlocking;
+1. take a transaction advisory lock per trace (in one canonical order), then upsert the ``traces``
+   rows (placeholders for new traces), which also row-locks them: concurrent writers of the same
+   traces serialise instead of deadlocking;
 2. insert ``pending`` placeholder rows for parents that are not in the batch (the seed's FK holds);
 3. upsert the spans (a real span replaces its placeholder, keeping the children already linked);
 4. merge ``child_spans`` (and HTTP retry counts / rate-limit info) into the parents;
@@ -46,6 +47,15 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 )
 _MAX = 2_147_483_647
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+# Serialise writers of the same trace before touching it. Without this, two transactions inserting
+# one new trace race on the second unique index (traces.execution_id) under ON CONFLICT and
+# PostgreSQL reports a deadlock (speculative insertion waits on one index, the other on the second).
+# Keys are taken in one canonical order (sorted), so the advisory locks cannot deadlock either.
+_LOCK_TRACES = """
+SELECT pg_advisory_xact_lock(k)
+FROM (SELECT DISTINCT hashtextextended(t::text, 7261) AS k FROM unnest(%(tid)s::uuid[]) AS t ORDER BY 1) AS s
+"""
 
 _UPSERT_TRACES = """
 INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, metadata)
@@ -475,6 +485,7 @@ class SpanWriter:
             conn.transaction(),
             conn.cursor() as cur,
         ):
+            cur.execute(_LOCK_TRACES, trace_p)
             cur.execute(_UPSERT_TRACES, trace_p)
             if placeholders["sid"]:
                 cur.execute(_INSERT_PLACEHOLDERS, placeholders)
