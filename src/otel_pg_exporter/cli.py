@@ -15,7 +15,6 @@ from .errors import OtelPgError
 from .schema import install_schema, schema_status
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def _dsn_help() -> str:

@@ -32,7 +32,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -73,28 +73,11 @@ def destination_key(dsn: str) -> str:
 
 # -- EncodedSpan <-> JSON -------------------------------------------------------------------------
 
-_SCALAR_FIELDS = (
-    "span_type",
-    "name",
-    "status",
-    "duration_ms",
-    "inputs",
-    "outputs",
-    "tokens",
-    "model",
-    "provider",
-    "error",
-    "error_type",
-    "error_stack",
-    "api_limits",
-    "retry_count",
-    "timeout",
-    "evaluation",
-    "metadata",
-    "parent_hex",
-    "api_limits_obj",
-    "sanitized",
+#: EncodedSpan fields that are JSON-ready as they are; the rest are converted below.
+_CONVERTED = frozenset(
+    {"span_id", "trace_id", "parent_span_id", "started_at", "completed_at", "cost", "hints"}
 )
+_SCALAR_FIELDS = tuple(f.name for f in fields(EncodedSpan) if f.name not in _CONVERTED)
 
 
 def _span_to_json(s: EncodedSpan) -> dict[str, Any]:
@@ -219,8 +202,6 @@ class Spool:
         self._active: BinaryIO | None = None
         self._active_path: Path | None = None
         self._active_size = 0
-        self.dropped_spans = 0
-        self.dropped_segments = 0
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -231,7 +212,6 @@ class Spool:
         with self._lock:
             dropped = self._make_room(len(record))
             if dropped < 0:  # nothing could be dropped: this batch is the drop
-                self.dropped_spans += len(spans)
                 return len(spans)
             if self._active is None or self._active_size + len(record) > self.segment_bytes:
                 self._rotate()
@@ -299,8 +279,6 @@ class Spool:
         return None
 
     def _log_drop(self, count: int) -> None:
-        self.dropped_spans += count
-        self.dropped_segments += 1
         logger.error(
             "otel-pg-exporter: spool full (%d bytes): dropped %d oldest spans", self.max_bytes, count
         )
@@ -320,9 +298,6 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 total += p.stat().st_size
         return total
-
-    def pending_spans(self) -> int:
-        return sum(count_spans(p) for p in self.segments())
 
     def has_data(self) -> bool:
         return any(True for _ in self.segments())
