@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import psycopg
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,18 +18,29 @@ from otel_pg_exporter import span_uuid, trace_uuid
 
 
 class Capture:
-    """A real TracerProvider whose finished spans are kept so tests choose batches and order."""
+    """A real TracerProvider (and LoggerProvider) whose finished spans and emitted log records are
+    kept, so tests choose batches and their order."""
 
     def __init__(self, service: str = "test-svc", **resource: Any) -> None:
+        self.resource = Resource.create({"service.name": service, **resource})
         self.memory = InMemorySpanExporter()
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service, **resource}))
+        self.provider = TracerProvider(resource=self.resource)
         self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
         self.tracer = self.provider.get_tracer("tests.support", "1.0")
+        self.log_memory = InMemoryLogRecordExporter()
+        self.logger_provider = LoggerProvider(resource=self.resource)
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_memory))
+        self.logger = self.logger_provider.get_logger("tests.support", "1.0")
 
     def take(self) -> list[ReadableSpan]:
         spans = list(self.memory.get_finished_spans())
         self.memory.clear()
         return spans
+
+    def take_logs(self) -> list[Any]:
+        records = list(self.log_memory.get_finished_logs())
+        self.log_memory.clear()
+        return records
 
 
 def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:

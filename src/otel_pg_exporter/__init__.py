@@ -14,6 +14,7 @@ from .errors import (
 )
 from .exporter import PostgresSpanExporter, configure
 from .ids import span_uuid, trace_uuid
+from .log_exporter import PostgresLogExporter
 from .schema import InstallResult, MigrationState, install_schema, schema_status
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MigrationState",
     "OtelPgError",
     "PermissionDenied",
+    "PostgresLogExporter",
     "PostgresSpanExporter",
     "SchemaDrift",
     "SchemaError",

@@ -384,6 +384,38 @@ CONTENT_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
 OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
 # --------------------------------------------------------------------------------------------------
+# log records (PostgresLogExporter): content, evaluations and exceptions emitted through the Logs API
+# --------------------------------------------------------------------------------------------------
+
+#: Where a log record's event name is when ``LogRecord.event_name`` is unset (older emitters).
+LOG_EVENT_NAME_ATTRS: tuple[str, ...] = ("event.name",)
+#: One message per record, in the body (OTel 1.28-1.36 contrib default mode, TL use_attributes=False):
+#: event name → (side, role added when the body has none).
+LOG_MESSAGE_EVENTS: dict[str, tuple[str, str | None]] = {
+    "gen_ai.system.message": ("input", "system"),
+    "gen_ai.user.message": ("input", "user"),
+    "gen_ai.assistant.message": ("input", "assistant"),
+    "gen_ai.tool.message": ("input", "tool"),
+    "gen_ai.choice": ("output", None),
+}
+#: Message lists in the record's attributes (or body): event name → ((side, attribute), ...).
+#: ``system`` lands in ``inputs.system``, like ``gen_ai.system_instructions`` on a span.
+LOG_LIST_EVENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    OPERATION_DETAILS_EVENT: (
+        ("input", "gen_ai.input.messages"),
+        ("output", "gen_ai.output.messages"),
+        ("system", "gen_ai.system_instructions"),
+    ),
+    "gen_ai.content.prompt": (("input", "gen_ai.prompt"), ("input", "gen_ai.input.messages")),
+    "gen_ai.content.completion": (("output", "gen_ai.completion"), ("output", "gen_ai.output.messages")),
+}
+#: A record with any of these attributes is an exception (semconv exceptions-in-logs; the event name
+#: varies: ``exception``, ``gen_ai.client.operation.exception``, a logging ``logger.exception``...).
+LOG_EXCEPTION_ATTRS: tuple[str, ...] = ("exception.type", "exception.stacktrace")
+#: Rank of a query taken from a logged user message: after every span-provided source (0-4).
+LOG_QUERY_RANK = 5
+
+# --------------------------------------------------------------------------------------------------
 # status and errors
 # --------------------------------------------------------------------------------------------------
 

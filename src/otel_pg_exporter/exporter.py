@@ -31,12 +31,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .conventions import MODEL_CALL_TYPES
 from .dsn import describe, safe_message
+from .logs import LogFragment
 from .mapping import SpanRecord, fallback_record, map_span
 from .pricing import Pricer, apply_cost, load_custom_prices
 from .privacy import build_scrubber, parse_patterns
 from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
-from .spool import Spool, decode_payload, default_spool_root, iter_records
+from .spool import Spool, SpoolItem, decode_payload, default_spool_root, iter_records
 from .telemetry import ExporterTelemetry
 from .writer import SpanWriter, WriteReport
 
@@ -147,6 +148,8 @@ class PostgresSpanExporter(SpanExporter):
         self._closing = threading.Event()  # shutdown() started: replayer drains until its deadline
         self._closed = threading.Event()  # shutdown() done: export() refuses
         self._shutdown_lock = threading.Lock()
+        self._own_token = object()
+        self._holders: set[object] = {self._own_token}  # see retain()
         self._shutdown_deadline = float("inf")
         self._db_down = threading.Event()  # set while batches go straight to the spool
         self._wake = threading.Event()
@@ -205,11 +208,25 @@ class PostgresSpanExporter(SpanExporter):
         """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced)."""
         return True
 
+    def retain(self) -> object:
+        """Register one more user of this exporter (a ``PostgresLogExporter`` sharing its pool and
+        spool); returns the token to ``release``. The real shutdown waits for every user."""
+        token = object()
+        with self._shutdown_lock:
+            self._holders.add(token)
+        return token
+
     def shutdown(self) -> None:
         """Drain the spool to the database for up to ``shutdown_timeout_s``, keep the rest on disk,
-        close the pool. Idempotent; later ``export()`` calls return FAILURE."""
+        close the pool. Idempotent; later ``export()`` calls return FAILURE. With users registered
+        by ``retain``, this happens when the last of them is released."""
+        self.release(self._own_token)
+
+    def release(self, token: object) -> None:
+        """A user of this exporter is done; the last one shuts it down."""
         with self._shutdown_lock:
-            if self._closing.is_set():
+            self._holders.discard(token)
+            if self._holders or self._closing.is_set():
                 return
             self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_s
             self._closing.set()
@@ -223,6 +240,15 @@ class PostgresSpanExporter(SpanExporter):
         self._pool.close(timeout=max(0.5, self._shutdown_deadline - time.monotonic()))
 
     # -- introspection ------------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        """Size caps, scrubber and content switch applied to everything this exporter stores."""
+        return self._limits
+
+    @property
+    def telemetry(self) -> ExporterTelemetry:
+        return self._telemetry
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: exported, spooled, replayed, retried, dropped (+ by reason),
@@ -286,11 +312,30 @@ class PostgresSpanExporter(SpanExporter):
             t.add("replayed", report.written)
         t.add("degraded", report.degraded)
         t.add("dropped", report.dropped, reason="rejected_by_database")
+        t.add("log_fragments_merged", report.merged)
+        t.add("log_fragments_dropped", report.merge_dropped)
 
     def _export(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
         encoded = self.encode(spans)
         if not encoded:
             return SpanExportResult.SUCCESS, "empty"
+        return self._deliver(encoded)
+
+    def deliver_log_fragments(self, fragments: Sequence[LogFragment]) -> bool:
+        """Merge log fragments (``PostgresLogExporter``) through the same retries, spool and
+        replay as spans. Never raises; False when the fragments are lost."""
+        if self._closed.is_set():
+            return False
+        try:
+            result, _ = self._deliver(list(fragments))
+            return result is SpanExportResult.SUCCESS
+        except Exception as exc:
+            self._telemetry.add("failed_batches", 1)
+            self._state.set("log export failed", safe_message(exc, self.settings.dsn))
+            return False
+
+    def _deliver(self, encoded: list[SpoolItem]) -> tuple[SpanExportResult, str]:
+        """Write with retries within the export timeout; spool what cannot be written."""
         if self.spool is not None and self._db_down.is_set():
             return self._to_spool(encoded)
         deadline = time.monotonic() + self.settings.timeout_s
@@ -317,7 +362,7 @@ class PostgresSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS, "stored"
 
     def _unreachable(
-        self, encoded: list[EncodedSpan], exc: BaseException, what: str = "database unreachable"
+        self, encoded: list[SpoolItem], exc: BaseException, what: str = "database unreachable"
     ) -> tuple[SpanExportResult, str]:
         message = safe_message(exc, self.settings.dsn)
         if self.spool is None:
@@ -329,7 +374,7 @@ class PostgresSpanExporter(SpanExporter):
         self._db_down.set()
         return self._to_spool(encoded)
 
-    def _to_spool(self, encoded: list[EncodedSpan]) -> tuple[SpanExportResult, str]:
+    def _to_spool(self, encoded: list[SpoolItem]) -> tuple[SpanExportResult, str]:
         assert self.spool is not None
         try:
             dropped = self.spool.append(encoded)
@@ -461,13 +506,16 @@ def configure(
     *,
     service_name: str | None = None,
     batch: dict[str, int] | None = None,
+    logs: bool = True,
     **options: Any,
 ) -> TracerProvider:
     """One line of setup: a ``BatchSpanProcessor`` around ``PostgresSpanExporter`` on the global
     ``TracerProvider`` (created, with ``service_name`` if given, unless an SDK one is already set).
 
     The processor gets the recommended queue settings (``RECOMMENDED_BSP``) unless ``batch`` or the
-    SDK's ``OTEL_BSP_*`` variables say otherwise."""
+    SDK's ``OTEL_BSP_*`` variables say otherwise. With ``logs`` (the default), a
+    ``PostgresLogExporter`` sharing the exporter goes on the global ``LoggerProvider`` (created the
+    same way), so content that instrumentations emit as log records reaches the span rows too."""
     exporter = PostgresSpanExporter(dsn, **options)
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -485,4 +533,24 @@ def configure(
     if "max_export_batch_size" in chosen and chosen["max_export_batch_size"] > queue:
         chosen["max_export_batch_size"] = queue
     provider.add_span_processor(BatchSpanProcessor(exporter, **chosen))
+    if logs:
+        _configure_logs(exporter, provider.resource)
     return provider
+
+
+def _configure_logs(exporter: PostgresSpanExporter, resource: Resource) -> None:
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from .log_exporter import PostgresLogExporter
+
+    current = get_logger_provider()
+    if isinstance(current, LoggerProvider):
+        logger_provider = current
+    else:
+        logger_provider = LoggerProvider(resource=resource)
+        set_logger_provider(logger_provider)
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(PostgresLogExporter(span_exporter=exporter))
+    )

@@ -116,7 +116,7 @@ def _first_number(attrs: Attrs, names: Sequence[str]) -> tuple[float | int | Non
     return None, None
 
 
-def _ns_to_datetime(ns: int | None) -> datetime | None:
+def ns_to_datetime(ns: int | None) -> datetime | None:
     if ns is None:
         return None
     return EPOCH + timedelta(microseconds=ns // 1000)
@@ -451,7 +451,7 @@ def _events_metadata(events: Sequence[Event]) -> list[dict[str, Any]]:
     return [
         {
             "name": e.name,
-            "time": _ns_to_datetime(e.timestamp).isoformat() if e.timestamp else None,
+            "time": ns_to_datetime(e.timestamp).isoformat() if e.timestamp else None,
             "attributes": {k: jsonable(v) for k, v in (e.attributes or {}).items()},
         }
         for e in events
@@ -647,8 +647,8 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         span_type=span_type,
         name=span.name or "(unnamed)",
         status=status,
-        started_at=_ns_to_datetime(start_ns),
-        completed_at=_ns_to_datetime(end_ns),
+        started_at=ns_to_datetime(start_ns),
+        completed_at=ns_to_datetime(end_ns),
         duration_ms=round(duration_ns / 1_000_000) if duration_ns else 0,
         inputs=inputs,
         outputs=outputs,
@@ -687,8 +687,8 @@ def fallback_record(span: ReadableSpan, exc: BaseException) -> SpanRecord | None
         span_type="other",
         name=str(span.name or "(unnamed)"),
         status="failed" if span.status.status_code is StatusCode.ERROR else "completed",
-        started_at=_ns_to_datetime(span.start_time),
-        completed_at=_ns_to_datetime(span.end_time),
+        started_at=ns_to_datetime(span.start_time),
+        completed_at=ns_to_datetime(span.end_time),
         duration_ms=0,
         inputs={},
         outputs={},

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
@@ -218,7 +218,16 @@ def _explicit_execution_id(value: str | None, own_hex: str) -> str | None:
     return cleaned
 
 
-def trace_deltas(spans: list[EncodedSpan]) -> list[TraceDelta]:
+class Hinted(Protocol):
+    """Anything that tells a trace something: an encoded span, or a log fragment's hints."""
+
+    @property
+    def hints(self) -> TraceHints: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+
+
+def trace_deltas(spans: Sequence[Hinted]) -> list[TraceDelta]:
     """One delta per trace in the batch, sorted by trace id; lower-ranked candidates win."""
     by_trace: dict[uuid.UUID, TraceDelta] = {}
     for span in sorted(spans, key=lambda s: s.hints.start_ns):

@@ -10,7 +10,8 @@ left by a crashed process). Several processes can therefore share one spool dire
 same segment twice is harmless: the writer's path is idempotent.
 
 Record format (little endian): ``b"OPGS" | u32 payload length | u32 crc32(payload) | u32 span count``
-then the payload, zlib-compressed JSON ``{"v": 1, "spans": [...]}``. Every append is fsynced. A torn
+then the payload, zlib-compressed JSON ``{"v": 1, "spans": [...], "logs": [...]}`` (log fragments;
+the count covers both). Every append is fsynced. A torn
 or corrupted record fails its length or CRC check; the reader logs it, searches for the next magic and
 goes on, so half a record is never replayed.
 """
@@ -31,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .dsn import describe
+from .logs import LogFragment
 from .mapping import TraceHints
 from .records import EncodedSpan
 
@@ -129,24 +131,42 @@ def _span_from_json(d: dict[str, Any]) -> EncodedSpan:
     )
 
 
-def encode_batch(spans: list[EncodedSpan]) -> bytes:
-    """One spool record (header + payload) for a batch."""
+def _fragment_to_json(f: LogFragment) -> dict[str, Any]:
+    out = {x.name: getattr(f, x.name) for x in fields(LogFragment)}
+    out["span_id"], out["trace_id"] = str(f.span_id), str(f.trace_id)
+    return out
+
+
+def _fragment_from_json(d: dict[str, Any]) -> LogFragment:
+    return LogFragment(**{**d, "span_id": uuid.UUID(d["span_id"]), "trace_id": uuid.UUID(d["trace_id"])})
+
+
+SpoolItem = EncodedSpan | LogFragment
+
+
+def encode_batch(items: Sequence[SpoolItem]) -> bytes:
+    """One spool record (header + payload) for a batch of spans, or of log fragments."""
+    doc: dict[str, Any] = {"v": FORMAT_VERSION}
+    spans = [_span_to_json(i) for i in items if isinstance(i, EncodedSpan)]
+    logs = [_fragment_to_json(i) for i in items if isinstance(i, LogFragment)]
+    if spans:
+        doc["spans"] = spans
+    if logs:
+        doc["logs"] = logs
     payload = zlib.compress(
-        json.dumps(
-            {"v": FORMAT_VERSION, "spans": [_span_to_json(s) for s in spans]},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8"),
+        json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
         level=1,
     )
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(spans)) + payload
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(items)) + payload
 
 
-def decode_payload(payload: bytes) -> list[EncodedSpan]:
+def decode_payload(payload: bytes) -> list[SpoolItem]:
     doc = json.loads(zlib.decompress(payload))
     if doc.get("v") != FORMAT_VERSION:
         raise ValueError(f"unknown spool format version {doc.get('v')!r}")
-    return [_span_from_json(d) for d in doc["spans"]]
+    items: list[SpoolItem] = [_span_from_json(d) for d in doc.get("spans", ())]
+    items += [_fragment_from_json(d) for d in doc.get("logs", ())]
+    return items
 
 
 @dataclass
@@ -205,9 +225,9 @@ class Spool:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def append(self, spans: list[EncodedSpan]) -> int:
-        """Write one batch durably; returns the number of spans dropped to make room (oldest first,
-        or this batch itself if nothing older can be dropped)."""
+    def append(self, spans: Sequence[SpoolItem]) -> int:
+        """Write one batch durably; returns the number of items dropped to make room (oldest first,
+        or this batch itself if nothing older can be dropped). Items: spans or log fragments."""
         record = encode_batch(spans)
         with self._lock:
             dropped = self._make_room(len(record))

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -32,6 +32,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from .conventions import MODEL_CALL_TYPES
+from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
+from .mapping import ns_to_datetime
 from .records import EncodedSpan, Limits, TraceDelta, trace_deltas
 from .sanitize import clean_text, encode_json
 
@@ -114,6 +116,35 @@ _JSON_COLUMNS = frozenset(c for c, t in _SPAN_TYPES.items() if t == "jsonb")
 _UPDATE_ON_CONFLICT = [c for c in _INSERT_COLUMNS if c not in ("span_id", "trace_id")]
 
 
+#: What log records may have put into a placeholder before its span arrived (``logs``), and how
+#: the span's own values combine with it: the span's messages replace logged ones, never the reverse.
+_SPAN_MESSAGES_WIN = (
+    "CASE WHEN EXCLUDED.{c} ? 'messages' THEN EXCLUDED.{c} ELSE spans.{c} || EXCLUDED.{c} END"
+)
+_FAILURE_KEEPS_LOGGED = (
+    "CASE WHEN EXCLUDED.status IN ('failed', 'cancelled') THEN coalesce(EXCLUDED.{c}, spans.{c})"
+    " ELSE EXCLUDED.{c} END"
+)
+_LOGGED_INTO_PLACEHOLDER = {
+    "inputs": _SPAN_MESSAGES_WIN.format(c="inputs"),
+    "outputs": _SPAN_MESSAGES_WIN.format(c="outputs"),
+    # the span's evaluations first, then logged ones; the same result twice is kept once
+    "evaluation": """CASE WHEN spans.evaluation ? 'results' THEN EXCLUDED.evaluation || jsonb_build_object(
+        'results', (SELECT jsonb_agg(e ORDER BY o) FROM (
+            SELECT e, min(o) AS o FROM jsonb_array_elements(
+                coalesce(EXCLUDED.evaluation -> 'results', '[]') || (spans.evaluation -> 'results'))
+                WITH ORDINALITY AS x(e, o) GROUP BY e) AS d))
+        ELSE EXCLUDED.evaluation END""",
+    "error": _FAILURE_KEEPS_LOGGED.format(c="error"),
+    "error_stack": _FAILURE_KEEPS_LOGGED.format(c="error_stack"),
+    # keep the log bookkeeping, minus the order of messages the span's own replaced
+    "metadata": """EXCLUDED.metadata || CASE WHEN spans.metadata ? 'logs' THEN jsonb_build_object('logs',
+        (spans.metadata -> 'logs') - ARRAY[CASE WHEN EXCLUDED.inputs ? 'messages' THEN 'inputs' ELSE '' END,
+                                         CASE WHEN EXCLUDED.outputs ? 'messages' THEN 'outputs' ELSE '' END])
+        ELSE '{}'::jsonb END""",
+}
+
+
 def _upsert_spans_sql() -> str:
     record = ", ".join(f"{c} {_SPAN_TYPES[c]}" for c in _INSERT_COLUMNS)
     sets = []
@@ -127,6 +158,8 @@ def _upsert_spans_sql() -> str:
                 "child_spans = ARRAY(SELECT DISTINCT c FROM unnest(spans.child_spans || EXCLUDED.child_spans)"
                 " AS c ORDER BY c)"
             )
+        elif c in _LOGGED_INTO_PLACEHOLDER:
+            sets.append(f"{c} = {_LOGGED_INTO_PLACEHOLDER[c]}")
         else:
             sets.append(f"{c} = EXCLUDED.{c}")
     columns = ", ".join(_INSERT_COLUMNS)
@@ -257,14 +290,39 @@ WHERE t.trace_id = v.tid
 """
 
 
+#: Span rows that log records add to, locked for the merge (after the trace locks, like the upsert).
+_SELECT_FOR_MERGE = """
+SELECT span_id, status, inputs, outputs, evaluation, error, error_stack, metadata -> 'logs'
+FROM spans WHERE span_id = ANY(%(sid)s::uuid[]) ORDER BY span_id FOR UPDATE
+"""
+_UPDATE_MERGED = """
+UPDATE spans s
+SET inputs = v.inputs, outputs = v.outputs, evaluation = v.evaluation, error = v.error,
+    error_stack = v.error_stack, metadata = s.metadata || jsonb_build_object('logs', v.logs)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS v(span_id uuid, inputs jsonb, outputs jsonb, evaluation jsonb,
+          error text, error_stack text, logs jsonb)
+WHERE s.span_id = v.span_id
+"""
+
+
 @dataclass
 class WriteReport:
-    """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped."""
+    """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped; log
+    fragments merged into span rows, and fragments dropped."""
 
     written: int = 0
     degraded: int = 0
     dropped: int = 0
+    merged: int = 0
+    merge_dropped: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _FragmentHints:
+    hints: Any
+    started_at: datetime | None
 
 
 def _trace_params(deltas: list[TraceDelta], limits: Limits, explicit_ids: bool) -> dict[str, list[Any]]:
@@ -423,14 +481,88 @@ class SpanWriter:
         self._limits = limits or Limits()
         self._transaction_timeout_s = transaction_timeout_s
 
-    def write(self, spans: list[EncodedSpan], *, timeout: float | None = None) -> WriteReport:
-        """Store ``spans``. Connection errors propagate (the caller retries); data errors are
-        isolated by splitting the batch until the offending span is found, which is then stored
-        without its payload, or dropped (and counted) if even that fails."""
+    def write(
+        self, items: Sequence[EncodedSpan | LogFragment], *, timeout: float | None = None
+    ) -> WriteReport:
+        """Store spans and merge log fragments. Connection errors propagate (the caller retries);
+        data errors are isolated by splitting the batch until the offending item is found: a span is
+        then stored without its payload, or dropped (and counted) if even that fails; a fragment is
+        dropped and counted."""
         report = WriteReport()
+        spans = [i for i in items if isinstance(i, EncodedSpan)]
+        fragments = [i for i in items if isinstance(i, LogFragment)]
         if spans:
             self._write_isolating(spans, report, timeout)
+        if fragments:
+            self._merge_isolating(fragments, report, timeout)
         return report
+
+    def _merge_isolating(
+        self, fragments: list[LogFragment], report: WriteReport, timeout: float | None
+    ) -> None:
+        try:
+            self._merge_transaction(fragments, timeout)
+            report.merged += len(fragments)
+            return
+        except DATA_ERRORS as exc:
+            if len(fragments) > 1:
+                mid = len(fragments) // 2
+                self._merge_isolating(fragments[:mid], report, timeout)
+                self._merge_isolating(fragments[mid:], report, timeout)
+                return
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        report.merge_dropped += 1
+        report.errors.append(error)
+        logger.error("otel-pg-exporter: dropped log records of span %s: %s", fragments[0].span_hex, error)
+
+    def _merge_transaction(self, fragments: list[LogFragment], timeout: float | None) -> None:
+        """Log fragments into span rows: lock the traces, make sure trace and span rows exist
+        (placeholders until the span arrives), merge under the row locks, refresh the traces."""
+        hinted = [_FragmentHints(fragment_hints(f), ns_to_datetime(f.first_ns)) for f in fragments]
+        trace_p = _trace_params(trace_deltas(hinted), self._limits, explicit_ids=False)
+        placeholders: dict[str, list[Any]] = {"sid": [], "tid": [], "meta": []}
+        by_span: dict[Any, list[LogFragment]] = defaultdict(list)
+        for f in fragments:
+            if f.span_id not in by_span:
+                placeholders["sid"].append(f.span_id)
+                placeholders["tid"].append(f.trace_id)
+                placeholders["meta"].append(
+                    _dumps({"placeholder": True, "otel": {"trace_id": f.trace_hex, "span_id": f.span_hex}})
+                )
+            by_span[f.span_id].append(f)
+        cap = self._limits.max_payload_chars
+        with (
+            self._connection(timeout) as conn,
+            _watchdog(conn, self._transaction_timeout_s),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            cur.execute(_LOCK_TRACES, trace_p)
+            cur.execute(_UPSERT_TRACES, trace_p)
+            cur.execute(_INSERT_PLACEHOLDERS, placeholders)
+            cur.execute(_SELECT_FOR_MERGE, {"sid": sorted(by_span)})
+            rows = []
+            for span_id, *stored in cur.fetchall():
+                content = stored_from_row(stored)
+                changed = False
+                for fragment in by_span.get(span_id, ()):
+                    content, did = merge_fragment(content, fragment)
+                    changed = changed or did
+                if changed:
+                    rows.append(
+                        "{"
+                        + f'"span_id":"{span_id}",'
+                        + f'"inputs":{encode_json(content.inputs, cap)[0]},'
+                        + f'"outputs":{encode_json(content.outputs, cap)[0]},'
+                        + f'"evaluation":{encode_json(content.evaluation, cap)[0]},'
+                        + f'"error":{_dumps(content.error)},'
+                        + f'"error_stack":{_dumps(content.error_stack)},'
+                        + f'"logs":{encode_json(content.logs, cap)[0]}'
+                        + "}"
+                    )
+            if rows:
+                cur.execute(_UPDATE_MERGED, {"rows": "[" + ",".join(rows) + "]"})
+            cur.execute(_RECOMPUTE_TRACES, trace_p)
 
     def _write_isolating(self, spans: list[EncodedSpan], report: WriteReport, timeout: float | None) -> None:
         try:
