@@ -53,12 +53,13 @@ def recompute_costs(
     dry_run: bool = False,
     chunk: int = 5000,
     pricer: Pricer | None = None,
+    schema: str | None = None,
 ) -> BackfillReport:
     """Re-price computed (never provided) span costs in [since, until) and fix trace totals."""
     pricer = pricer or Pricer()
     report = BackfillReport()
     after: tuple[datetime, Any] = (datetime(1, 1, 1), "00000000-0000-0000-0000-000000000000")
-    with connect(dsn) as conn:
+    with connect(dsn, schema=schema) as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
         while True:
             rows = conn.execute(

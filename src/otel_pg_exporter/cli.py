@@ -24,13 +24,21 @@ def _dsn_help() -> str:
     )
 
 
+def _add_schema(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--schema",
+        help="schema holding the tables (quoted as an identifier); default: $OTEL_EXPORTER_POSTGRES_SCHEMA, "
+        "else the server's search_path",
+    )
+
+
 def _fail(prog: str, message: str, dsn: str | None) -> int:
     print(f"{prog}: error: {redact(message, dsn)}", file=sys.stderr)
     return EXIT_ERROR
 
 
-def print_status(dsn: str | None) -> None:
-    states = schema_status(dsn)
+def print_status(dsn: str | None, schema: str | None = None) -> None:
+    states = schema_status(dsn, schema=schema)
     print(f"{'migration':<36} {'state':<9} applied_at")
     for s in states:
         when = s.applied_at.isoformat(timespec="seconds") if s.applied_at else ""
@@ -55,13 +63,14 @@ def install_schema_main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--dry-run", action="store_true", help="print the SQL that would run; change nothing")
     mode.add_argument("--status", action="store_true", help="list migrations and whether they are applied")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_schema(parser)
     args = parser.parse_args(argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
         if args.status:
-            print_status(args.dsn)
+            print_status(args.dsn, args.schema)
             return 0
-        result = install_schema(args.dsn, rls=args.rls, dry_run=args.dry_run)
+        result = install_schema(args.dsn, rls=args.rls, dry_run=args.dry_run, schema=args.schema)
     except OtelPgError as exc:
         return _fail(prog, str(exc), dsn)
     except KeyboardInterrupt:
@@ -119,6 +128,7 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--chunk", type=int, default=5000, help="spans per transaction (default 5000)")
     parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    _add_schema(parser)
     args = parser.parse_args(argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
@@ -130,6 +140,7 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
             dry_run=args.dry_run,
             chunk=args.chunk,
             pricer=pricer,
+            schema=args.schema,
         )
     except OtelPgError as exc:
         return _fail(prog, str(exc), dsn)
@@ -158,11 +169,16 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--as-of", type=_date, help="report as of this date (default today, UTC)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with the chart")
+    _add_schema(parser)
     args = parser.parse_args(argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
         report = build_report(
-            args.dsn, days=args.days, horizon=args.horizon, as_of=args.as_of.date() if args.as_of else None
+            args.dsn,
+            days=args.days,
+            horizon=args.horizon,
+            as_of=args.as_of.date() if args.as_of else None,
+            schema=args.schema,
         )
     except OtelPgError as exc:
         return _fail(prog, str(exc), dsn)

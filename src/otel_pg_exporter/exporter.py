@@ -142,6 +142,7 @@ class PostgresSpanExporter(SpanExporter):
             lambda timeout: self._pool.connection(timeout=timeout),
             self._limits,
             transaction_timeout_s=s.timeout_s,
+            schema=s.schema,
         )
         self._state = _StateLog(describe(s.dsn))
         self._telemetry = ExporterTelemetry()

@@ -19,10 +19,15 @@ from .schema import connect
 
 
 def build_report(
-    dsn: str | None, *, days: int = 30, horizon: int = 14, as_of: date | None = None
+    dsn: str | None,
+    *,
+    days: int = 30,
+    horizon: int = 14,
+    as_of: date | None = None,
+    schema: str | None = None,
 ) -> dict[str, Any]:
     """Everything the renderers show, as plain data."""
-    with connect(dsn) as conn:
+    with connect(dsn, schema=schema) as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
         today = as_of or conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date AS d").fetchone()["d"]
         since = today - timedelta(days=days - 1)

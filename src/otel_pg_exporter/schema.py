@@ -10,6 +10,7 @@ exists, and is recorded with ``method = 'adopted'``.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from .dsn import describe, resolve_dsn, safe_message
 from .errors import (
     ChecksumMismatch,
+    ConfigurationError,
     ConnectionFailed,
     PermissionDenied,
     SchemaDrift,
@@ -210,10 +213,41 @@ def auth_compat_sql() -> str:
     return sql_root().joinpath(AUTH_COMPAT_FILE).read_text(encoding="utf-8")
 
 
+#: Environment variable naming the schema that holds the tables (default: the server's search_path).
+SCHEMA_ENV = "OTEL_EXPORTER_POSTGRES_SCHEMA"
+#: PostgreSQL truncates longer identifiers silently, which would address another schema.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def schema_name(value: str | None) -> str | None:
+    """A configured schema name, checked: the argument, else ``OTEL_EXPORTER_POSTGRES_SCHEMA``, else
+    None. Any name PostgreSQL can hold is accepted, because it is only ever used quoted
+    (``psycopg.sql.Identifier``); a name PostgreSQL would truncate or cannot store is refused."""
+    name = value if value is not None else (os.environ.get(SCHEMA_ENV) or None)
+    if name is None:
+        return None
+    if not name or "\x00" in name or len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise ConfigurationError(
+            f"schema: not a usable PostgreSQL identifier (empty, NUL, or over {MAX_IDENTIFIER_BYTES} bytes)"
+        )
+    return name
+
+
+def search_path_sql(schema: str) -> sql.Composed:
+    """``SET search_path TO "<schema>"``: the one place a configured name meets SQL, quoted."""
+    return sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+
+
 @contextmanager
-def connect(dsn: str | None = None, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
-    """Open a connection, turning libpq failures into one password-free ``ConnectionFailed``."""
+def connect(
+    dsn: str | None = None, *, autocommit: bool = True, schema: str | None = None, create_schema: bool = False
+) -> Iterator[psycopg.Connection]:
+    """Open a connection, turning libpq failures into one password-free ``ConnectionFailed``.
+
+    ``schema`` (or ``OTEL_EXPORTER_POSTGRES_SCHEMA``) becomes the session's search_path, created
+    first with ``create_schema``."""
     resolved, source = resolve_dsn(dsn)
+    name = schema_name(schema)
     try:
         conn = psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10)
     except psycopg.Error as exc:
@@ -222,6 +256,13 @@ def connect(dsn: str | None = None, *, autocommit: bool = True) -> Iterator[psyc
             f"{safe_message(exc, resolved)}"
         ) from None
     try:
+        if name is not None:
+            try:
+                if create_schema:
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+                conn.execute(search_path_sql(name))
+            except psycopg.Error as exc:
+                raise _translate(exc, f"using schema {name!r}", resolved) from None
         yield conn
     finally:
         conn.close()
@@ -313,16 +354,18 @@ def install_schema(
     rls: bool = False,
     dry_run: bool = False,
     lock_timeout_s: float = 300.0,
+    schema: str | None = None,
 ) -> InstallResult:
     """Apply pending migrations (``rls`` adds the optional 004 RLS policies).
 
     Idempotent: a second call does nothing. Safe to call from many processes at once.
-    With ``dry_run`` nothing is changed; ``result.sql`` holds what would run.
+    With ``dry_run`` nothing is changed; ``result.sql`` holds what would run. ``schema`` (or
+    ``OTEL_EXPORTER_POSTGRES_SCHEMA``) installs into that schema, created if needed.
     """
     resolved, _ = resolve_dsn(dsn)
     migrations = load_migrations()
     result = InstallResult(dry_run=dry_run)
-    with connect(dsn) as conn:
+    with connect(dsn, schema=schema, create_schema=not dry_run) as conn:
         try:
             if dry_run:
                 return _plan(conn, migrations, rls, result)
@@ -393,12 +436,12 @@ def _apply(conn: psycopg.Connection, migrations: list[Migration], rls: bool, res
         (result.adopted if present else result.applied).append(m.filename)
 
 
-def schema_status(dsn: str | None = None) -> list[MigrationState]:
+def schema_status(dsn: str | None = None, *, schema: str | None = None) -> list[MigrationState]:
     """Each migration with its state: applied / adopted / pending / optional / changed / present."""
     resolved, _ = resolve_dsn(dsn)
     migrations = load_migrations()
     states: list[MigrationState] = []
-    with connect(dsn) as conn:
+    with connect(dsn, schema=schema) as conn:
         try:
             recorded = _recorded(conn)
             for m in migrations:

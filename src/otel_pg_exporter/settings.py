@@ -39,6 +39,8 @@ class ExporterSettings:
     redact_patterns: Any = None
     #: a callable ``redact(span_record) -> span_record`` for custom PII rules (argument only)
     redact: Any = None
+    #: the schema holding the tables (None: the server's search_path); only ever used quoted
+    schema: str | None = None
 
     @property
     def spool_enabled(self) -> bool:
@@ -102,6 +104,7 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "scrub_secrets": ("SCRUB_SECRETS", bool),
     "redact_patterns": ("REDACT_PATTERNS", str),
     "redact": ("", object),
+    "schema": ("SCHEMA", str),
 }
 
 
@@ -121,6 +124,10 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
             name = option
         if raw is not None:
             values[option] = _convert(name, raw, kind)
+    if "schema" in values:
+        from .schema import schema_name  # checked like the CLIs check it
+
+        values["schema"] = schema_name(values["schema"])
     settings = ExporterSettings(dsn=resolved_dsn, dsn_source=source, **values)
     if settings.pool_min_size > settings.pool_max_size:
         raise ConfigurationError("pool_min_size must not exceed pool_max_size")

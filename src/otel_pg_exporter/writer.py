@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from .conventions import MODEL_CALL_TYPES
 from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
@@ -58,6 +59,8 @@ _LOCK_TRACES = """
 SELECT pg_advisory_xact_lock(k)
 FROM (SELECT DISTINCT hashtextextended(t::text, 7261) AS k FROM unnest(%(tid)s::uuid[]) AS t ORDER BY 1) AS s
 """
+
+_SET_SEARCH_PATH = "SELECT set_config('search_path', %(search_path)s, true)"
 
 _UPSERT_TRACES = """
 INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, metadata)
@@ -475,11 +478,22 @@ class SpanWriter:
     shut down, which surfaces as a connection error (retried or spooled by the caller)."""
 
     def __init__(
-        self, connection: ConnectionSource, limits: Limits | None = None, transaction_timeout_s: float = 30.0
+        self,
+        connection: ConnectionSource,
+        limits: Limits | None = None,
+        transaction_timeout_s: float = 30.0,
+        schema: str | None = None,
     ) -> None:
         self._connection = connection
         self._limits = limits or Limits()
         self._transaction_timeout_s = transaction_timeout_s
+        # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
+        # name travels quoted, as a bound parameter
+        self._search_path = sql.Identifier(schema).as_string(None) if schema else None
+
+    def _begin(self, cur: psycopg.Cursor[Any]) -> None:
+        if self._search_path is not None:
+            cur.execute(_SET_SEARCH_PATH, {"search_path": self._search_path})
 
     def write(
         self, items: Sequence[EncodedSpan | LogFragment], *, timeout: float | None = None
@@ -537,6 +551,7 @@ class SpanWriter:
             conn.transaction(),
             conn.cursor() as cur,
         ):
+            self._begin(cur)
             cur.execute(_LOCK_TRACES, trace_p)
             cur.execute(_UPSERT_TRACES, trace_p)
             cur.execute(_INSERT_PLACEHOLDERS, placeholders)
@@ -617,6 +632,7 @@ class SpanWriter:
             conn.transaction(),
             conn.cursor() as cur,
         ):
+            self._begin(cur)
             cur.execute(_LOCK_TRACES, trace_p)
             cur.execute(_UPSERT_TRACES, trace_p)
             if placeholders["sid"]:
