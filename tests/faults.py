@@ -62,6 +62,10 @@ class TcpProxy:
                 _reset(client)
                 continue
             with self._lock:
+                if not self.up:  # cut() ran while this connection was being set up
+                    _reset(client)
+                    _reset(upstream)
+                    continue
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()

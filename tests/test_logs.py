@@ -489,7 +489,7 @@ def test_log_fragments_are_spooled_while_the_database_is_down(
         proxy.cut()
         assert logs.export(records).name == "SUCCESS"  # kept on disk, not lost
         assert exp.export(spans).name == "SUCCESS"
-        assert exp.stats()["spooled"] == 3  # one log fragment + two spans
+        assert exp.stats()["spooled"] == 3, exp.stats()  # one log fragment + two spans
         proxy.restore()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and exp.stats().get("log_fragments_merged", 0) < 1:

@@ -17,7 +17,10 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
 from .spool import Spool, SpoolItem, decode_payload, default_spool_root, iter_records
 from .telemetry import ExporterTelemetry
+from .user_settings import UserObservability, UserSettingsCache, content_allowed, user_uuid
 from .writer import SpanWriter, WriteReport
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -65,6 +69,9 @@ ATTEMPT_MIN_S = 0.5
 RESCAN_S = 30.0
 
 #: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
+#: How many trace → user associations are remembered across batches (for per-user settings).
+TRACE_USERS_MAX = 65_536
+
 RECOMMENDED_BSP: dict[str, tuple[int, str]] = {
     "max_queue_size": (8192, "OTEL_BSP_MAX_QUEUE_SIZE"),
     "schedule_delay_millis": (1000, "OTEL_BSP_SCHEDULE_DELAY"),
@@ -136,13 +143,22 @@ class PostgresSpanExporter(SpanExporter):
         }
         if not s.prepared_statements:
             self._connect_kwargs["prepare_threshold"] = None
+        self._limits_flipped = replace(self._limits, capture_content=not s.capture_content)
         self._pool_lock = threading.Lock()
         self._pool = self._new_pool()
+        self._trace_users: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
+        self._trace_users_lock = threading.Lock()
         self._writer = SpanWriter(
             lambda timeout: self._pool.connection(timeout=timeout),
             self._limits,
             transaction_timeout_s=s.timeout_s,
             schema=s.schema,
+            content_policy=self._forbidden_users if s.user_settings else None,
+        )
+        self._user_settings = (
+            UserSettingsCache(self._writer.load_observability, ttl_s=s.user_settings_ttl_s)
+            if s.user_settings
+            else None
         )
         self._state = _StateLog(describe(s.dsn))
         self._telemetry = ExporterTelemetry()
@@ -256,38 +272,105 @@ class PostgresSpanExporter(SpanExporter):
         sanitized, degraded, failed batches, export latency, and the spool's backlog."""
         out = self._telemetry.snapshot()
         out["state"] = self._state.state
+        if self._user_settings is not None:
+            out["user_settings_queries"] = self._user_settings.queries
+            out["user_settings_failures"] = self._user_settings.failures
         if self.spool is not None:
             out["spool_dir"] = str(self.spool.directory)
             out["spool_bytes"] = self.spool.size_bytes()
         return out
 
     def encode(self, spans: Sequence[ReadableSpan]) -> list[EncodedSpan]:
-        """Map and encode a batch; a span that breaks the mapping gets a minimal row instead."""
-        encoded: list[EncodedSpan] = []
+        """Map and encode a batch; a span that breaks the mapping gets a minimal row instead.
+        Content is kept or dropped per trace, by its user's settings when the user is known."""
+        mapped: list[tuple[ReadableSpan, SpanRecord | None, Exception | None]] = []
         for span in spans:
             try:
                 record = self._priced(map_span(span))
                 if self.settings.redact is not None:
                     record = self.settings.redact(record)
-                encoded.append(encode_span(record, self._limits))
+                mapped.append((span, record, None))
             except Exception as exc:
-                record = fallback_record(span, exc)
-                if record is not None and (
-                    self.settings.redact is not None or not self.settings.capture_content
-                ):
-                    record.metadata.pop("attributes_raw", None)  # unredacted content must not leak
-                self._telemetry.add("mapping_fallbacks", 1)
-                logger.warning(
-                    "otel-pg-exporter: span %r mapped minimally: %s",
-                    span.name,
-                    f"{type(exc).__name__}: {exc}"[:300],
-                )
-                if record is not None:
-                    encoded.append(encode_span(record, self._limits))
-                else:
-                    self._telemetry.add("dropped", 1, reason="invalid_span")
+                mapped.append((span, None, exc))
+        allowed = self._content_by_trace([r for _, r, _ in mapped if r is not None])
+        encoded: list[EncodedSpan] = []
+        for span, record, error in mapped:
+            if record is not None:
+                try:
+                    limits = self._limits_for(allowed.get(record.trace_id))
+                    encoded.append(encode_span(record, limits))
+                    continue
+                except Exception as exc:
+                    error = exc
+            assert error is not None
+            fallback = fallback_record(span, error)
+            if fallback is not None and (
+                self.settings.redact is not None or not self.settings.capture_content
+            ):
+                fallback.metadata.pop("attributes_raw", None)  # unredacted content must not leak
+            self._telemetry.add("mapping_fallbacks", 1)
+            logger.warning(
+                "otel-pg-exporter: span %r mapped minimally: %s",
+                span.name,
+                f"{type(error).__name__}: {error}"[:300],
+            )
+            if fallback is not None:
+                encoded.append(encode_span(fallback, self._limits))
+            else:
+                self._telemetry.add("dropped", 1, reason="invalid_span")
         self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
         return encoded
+
+    # -- per-user settings -------------------------------------------------------------------------
+
+    def trace_users(self, records: Sequence[SpanRecord]) -> dict[uuid.UUID, uuid.UUID]:
+        """The user (a UUID) of each trace in ``records``: the best-ranked user attribute of the
+        batch, else what an earlier batch of the same trace said (remembered, bounded)."""
+        found: dict[uuid.UUID, tuple[int, uuid.UUID]] = {}
+        for r in records:
+            user = r.hints.user
+            uid = user_uuid(user[1]) if user is not None else None
+            if uid is not None and (r.trace_id not in found or user[0] < found[r.trace_id][0]):  # type: ignore[index]
+                found[r.trace_id] = (user[0], uid)  # type: ignore[index]
+        out: dict[uuid.UUID, uuid.UUID] = {}
+        with self._trace_users_lock:
+            for r in records:
+                tid = r.trace_id
+                if tid in found:
+                    out[tid] = found[tid][1]
+                    self._trace_users[tid] = found[tid][1]
+                    self._trace_users.move_to_end(tid)
+                elif tid in self._trace_users:
+                    out[tid] = self._trace_users[tid]
+            while len(self._trace_users) > TRACE_USERS_MAX:
+                self._trace_users.popitem(last=False)
+        return out
+
+    def user_observability(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, UserObservability]:
+        """Cached per-user settings (empty when ``user_settings`` is off)."""
+        if self._user_settings is None or not user_ids:
+            return {}
+        return self._user_settings.get_many(user_ids)
+
+    def _content_by_trace(self, records: Sequence[SpanRecord]) -> dict[uuid.UUID, bool]:
+        if self._user_settings is None:
+            return {}
+        users = self.trace_users(records)
+        settings = self.user_observability(set(users.values()))
+        glob = self._limits.capture_content
+        return {tid: content_allowed(glob, settings.get(uid)) for tid, uid in users.items()}
+
+    def _limits_for(self, allowed: bool | None) -> Limits:
+        if allowed is None or allowed == self._limits.capture_content:
+            return self._limits
+        return self._limits_flipped
+
+    def _forbidden_users(self, user_ids: Collection[Any], loader: Any) -> set[Any]:
+        """For the writer: users (of traces it just wrote) whose content must not be stored."""
+        assert self._user_settings is not None
+        settings = self._user_settings.get_many(user_ids, loader)
+        glob = self._limits.capture_content
+        return {u for u in user_ids if not content_allowed(glob, settings.get(u))}
 
     # -- internals ----------------------------------------------------------------------------------
 

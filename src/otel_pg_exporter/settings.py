@@ -41,6 +41,11 @@ class ExporterSettings:
     redact: Any = None
     #: the schema holding the tables (None: the server's search_path); only ever used quoted
     schema: str | None = None
+    #: honour profiles.settings.observability (see ``user_settings``), cached this many seconds
+    user_settings: bool = True
+    user_settings_ttl_s: float = 60.0
+    #: forward users' spans to their LangSmith / Langfuse (extra ``forward``); see ``forward``
+    forward: bool = False
 
     @property
     def spool_enabled(self) -> bool:
@@ -105,6 +110,9 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "redact_patterns": ("REDACT_PATTERNS", str),
     "redact": ("", object),
     "schema": ("SCHEMA", str),
+    "user_settings": ("USER_SETTINGS", bool),
+    "user_settings_ttl_s": ("USER_SETTINGS_TTL", float),
+    "forward": ("FORWARD", bool),
 }
 
 

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -32,10 +32,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from .conventions import MODEL_CALL_TYPES
+from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, MODEL_CALL_TYPES, OPERATION_DETAILS_EVENT
 from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from .mapping import ns_to_datetime
-from .records import EncodedSpan, Limits, TraceDelta, trace_deltas
+from .records import OMITTED, EncodedSpan, Limits, TraceDelta, trace_deltas
 from .sanitize import clean_text, encode_json
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -309,6 +309,54 @@ WHERE s.span_id = v.span_id
 """
 
 
+#: ``profiles.settings -> 'observability'`` of some users (``user_settings.UserSettingsCache``).
+_LOAD_OBSERVABILITY = "SELECT id, settings -> 'observability' FROM profiles WHERE id = ANY(%(ids)s::uuid[])"
+_TRACE_USERS = (
+    "SELECT trace_id, user_id FROM traces WHERE trace_id = ANY(%(tid)s::uuid[]) AND user_id IS NOT NULL"
+)
+#: Content of traces whose user does not allow it (learned after their spans were stored): the same
+#: result as ``records._without_content``, in SQL. Runs in the transaction that stored the content.
+_STRIP_CONTENT = f"""
+UPDATE spans SET
+    inputs = CASE WHEN inputs = '{{}}'::jsonb THEN inputs ELSE %(omitted)s::jsonb END,
+    outputs = CASE WHEN outputs = '{{}}'::jsonb THEN outputs ELSE %(omitted)s::jsonb END,
+    metadata = (metadata - 'attributes_raw') || jsonb_build_object('content', 'omitted')
+        || CASE WHEN jsonb_typeof(metadata -> 'attributes') = 'object' THEN jsonb_build_object('attributes',
+               (SELECT coalesce(jsonb_object_agg(a.k, a.v), '{{}}'::jsonb)
+                FROM jsonb_each(metadata -> 'attributes') AS a(k, v)
+                WHERE NOT (a.k = ANY(%(content_attrs)s::text[]) OR a.k LIKE ANY(%(flat_like)s::text[]))))
+           ELSE '{{}}'::jsonb END
+        || CASE WHEN jsonb_typeof(metadata -> 'events') = 'array' THEN jsonb_build_object('events',
+               (SELECT jsonb_agg(CASE WHEN e ->> 'name' = '{OPERATION_DETAILS_EVENT}'
+                                      THEN e || jsonb_build_object('attributes', %(omitted)s::jsonb)
+                                      ELSE e END
+                                 ORDER BY n)
+                FROM jsonb_array_elements(metadata -> 'events') WITH ORDINALITY AS x(e, n)))
+           ELSE '{{}}'::jsonb END
+WHERE trace_id = ANY(%(tid)s::uuid[])
+  AND ((inputs <> '{{}}'::jsonb AND inputs <> %(omitted)s::jsonb)
+       OR (outputs <> '{{}}'::jsonb AND outputs <> %(omitted)s::jsonb))
+"""
+_STRIP_QUERY = """
+UPDATE traces SET query = NULL, metadata = metadata || '{"content": "omitted"}'::jsonb
+WHERE trace_id = ANY(%(tid)s::uuid[]) AND query IS NOT NULL
+"""
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+_STRIP_PARAMS = {
+    "omitted": _dumps(OMITTED),
+    "content_attrs": sorted(CONTENT_ATTRIBUTES),
+    "flat_like": [_like_prefix(p) for p in FLAT_PREFIXES],
+}
+
+#: Which of these users may not have content stored (given a loader that reads their settings).
+ContentPolicy = Callable[[Collection[Any], Callable[[list[Any]], dict[Any, Any]]], set[Any]]
+
+
 @dataclass
 class WriteReport:
     """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped; log
@@ -483,10 +531,12 @@ class SpanWriter:
         limits: Limits | None = None,
         transaction_timeout_s: float = 30.0,
         schema: str | None = None,
+        content_policy: ContentPolicy | None = None,
     ) -> None:
         self._connection = connection
         self._limits = limits or Limits()
         self._transaction_timeout_s = transaction_timeout_s
+        self._content_policy = content_policy
         # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
         # name travels quoted, as a bound parameter
         self._search_path = sql.Identifier(schema).as_string(None) if schema else None
@@ -494,6 +544,34 @@ class SpanWriter:
     def _begin(self, cur: psycopg.Cursor[Any]) -> None:
         if self._search_path is not None:
             cur.execute(_SET_SEARCH_PATH, {"search_path": self._search_path})
+
+    def load_observability(
+        self, user_ids: list[Any], cur: psycopg.Cursor[Any] | None = None
+    ) -> dict[Any, Any]:
+        """Raw ``observability`` objects of ``user_ids`` (absent users are missing from the result).
+        With ``cur``, inside that transaction (under a savepoint: a failure leaves it usable)."""
+        if cur is not None:
+            with cur.connection.transaction():
+                cur.execute(_LOAD_OBSERVABILITY, {"ids": user_ids})
+                return dict(cur.fetchall())
+        with self._connection(self._transaction_timeout_s) as conn, conn.transaction(), conn.cursor() as own:
+            self._begin(own)
+            own.execute(_LOAD_OBSERVABILITY, {"ids": user_ids})
+            return dict(own.fetchall())
+
+    def _strip_forbidden_content(self, cur: psycopg.Cursor[Any], trace_ids: list[Any]) -> None:
+        """Traces of this transaction whose user does not allow content lose it before commit."""
+        if self._content_policy is None:
+            return
+        cur.execute(_TRACE_USERS, {"tid": trace_ids})
+        users = dict(cur.fetchall())
+        if not users:
+            return
+        forbidden = self._content_policy(set(users.values()), lambda ids: self.load_observability(ids, cur))
+        stripped = sorted(t for t, u in users.items() if u in forbidden)
+        if stripped:
+            cur.execute(_STRIP_CONTENT, {**_STRIP_PARAMS, "tid": stripped})
+            cur.execute(_STRIP_QUERY, {"tid": stripped})
 
     def write(
         self, items: Sequence[EncodedSpan | LogFragment], *, timeout: float | None = None
@@ -578,6 +656,7 @@ class SpanWriter:
             if rows:
                 cur.execute(_UPDATE_MERGED, {"rows": "[" + ",".join(rows) + "]"})
             cur.execute(_RECOMPUTE_TRACES, trace_p)
+            self._strip_forbidden_content(cur, trace_p["tid"])
 
     def _write_isolating(self, spans: list[EncodedSpan], report: WriteReport, timeout: float | None) -> None:
         try:
@@ -641,6 +720,7 @@ class SpanWriter:
             if children["pid"]:
                 cur.execute(_MERGE_CHILDREN, children)
             cur.execute(_RECOMPUTE_TRACES, trace_p)
+            self._strip_forbidden_content(cur, trace_p["tid"])
 
 
 def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:

@@ -1,0 +1,197 @@
+"""Per-user ``profiles.settings.observability``: enabled, capture_content, caching with a TTL."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from otel_pg_exporter import PostgresSpanExporter
+from otel_pg_exporter.user_settings import content_allowed, parse_observability
+from support import Capture, fetch_spans, fetch_trace, messages
+
+SECRET_KEY = "lsv2_pt_" + "9f8e7d6c5b4a" * 3
+
+
+def make_user(dsn: str, observability: dict[str, Any] | None) -> uuid.UUID:
+    uid = uuid.uuid4()
+    settings = {"theme": "dark"} if observability is None else {"observability": observability}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO profiles (id, settings) VALUES (%s, %s)", (uid, json.dumps(settings)))
+    return uid
+
+
+def set_observability(dsn: str, uid: uuid.UUID, observability: dict[str, Any]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE profiles SET settings = jsonb_build_object('observability', %s::jsonb) WHERE id = %s",
+            (json.dumps(observability), uid),
+        )
+
+
+def user_trace(capture: Capture, uid: uuid.UUID | None, text: str = "my secret question") -> Any:
+    """A root (carrying the user) with one LLM child that has content."""
+    attrs = {"user.id": str(uid)} if uid else {}
+    with capture.tracer.start_as_current_span("request", attributes=attrs) as root:
+        with capture.tracer.start_as_current_span(
+            "chat",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+                "gen_ai.input.messages": messages(("user", text)),
+                "gen_ai.output.messages": messages(("assistant", "the answer")),
+            },
+        ):
+            pass
+    return root
+
+
+def llm(dsn: str, root: Any) -> dict[str, Any]:
+    return next(
+        r for r in fetch_spans(dsn, root.get_span_context().trace_id).values() if r["span_type"] == "llm"
+    )
+
+
+# -- the object (pure) ---------------------------------------------------------------------------------
+
+
+def test_parse_observability_is_lenient_and_never_echoes_values() -> None:
+    parsed = parse_observability(
+        {
+            "enabled": "nope",
+            "capture_content": False,
+            "retention_days": 10_000_000,
+            "langsmith": {"api_key": SECRET_KEY, "project": "p1"},
+            "langfuse": {"public_key": "pk-lf-1"},  # no secret: not a target
+        }
+    )
+    assert parsed.enabled is True and parsed.capture_content is False and parsed.retention_days == 36_500
+    (target,) = parsed.targets
+    assert target.endpoint == "https://api.smith.langchain.com/otel/v1/traces"
+    assert dict(target.headers) == {"x-api-key": SECRET_KEY, "Langsmith-Project": "p1"}
+    assert SECRET_KEY not in repr(parsed) and SECRET_KEY not in " ".join(parsed.problems)
+    assert parsed.problems == ("enabled is not a boolean", "langfuse.public_key/secret_key missing")
+    assert parse_observability(None) == parse_observability({})
+    assert content_allowed(True, parse_observability({"enabled": False, "capture_content": True})) is False
+    assert content_allowed(False, parse_observability({"capture_content": True})) is True
+
+
+# -- each setting is honoured -------------------------------------------------------------------------
+
+
+def test_enabled_false_stores_the_trace_without_content(db_dsn: str, exporter: PostgresSpanExporter) -> None:
+    capture = Capture()
+    uid = make_user(db_dsn, {"enabled": False, "langsmith": {"api_key": SECRET_KEY}})
+    root = user_trace(capture, uid)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    row = llm(db_dsn, root)
+    assert "messages" not in row["inputs"] and row["inputs"]["_omitted"]
+    assert row["tokens"] == {"input": 100, "output": 10, "total": 110} and row["cost"] > 0  # billing intact
+    trace = fetch_trace(db_dsn, root.get_span_context().trace_id)
+    assert trace["user_id"] == uid and trace["query"] is None and trace["total_cost"] > 0
+    everything = str(fetch_spans(db_dsn, root.get_span_context().trace_id)) + str(trace)
+    assert "my secret question" not in everything
+    assert SECRET_KEY not in everything  # nothing of profiles.settings is ever written into a span
+
+
+@pytest.mark.parametrize(
+    ("global_capture", "override", "kept"),
+    [(True, False, False), (False, True, True), (True, None, True), (False, None, False)],
+)
+def test_capture_content_override(
+    db_dsn: str, global_capture: bool, override: bool | None, kept: bool
+) -> None:
+    capture = Capture()
+    uid = make_user(db_dsn, {} if override is None else {"capture_content": override})
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off", capture_content=global_capture)
+    try:
+        root = user_trace(capture, uid)
+        exp.export(capture.take())
+    finally:
+        exp.shutdown()
+    row = llm(db_dsn, root)
+    assert ("messages" in row["inputs"]) is kept
+    assert (fetch_trace(db_dsn, root.get_span_context().trace_id)["query"] is not None) is kept
+
+
+def test_content_stored_before_the_user_was_known_is_removed(
+    db_dsn: str, exporter: PostgresSpanExporter
+) -> None:
+    """The child (with content, no user attribute) is exported before its root names the user."""
+    capture = Capture()
+    uid = make_user(db_dsn, {"capture_content": False})
+    root = user_trace(capture, uid)
+    spans = capture.take()
+    child = [s for s in spans if s.name == "chat"]
+    exporter.export(child)
+    assert "messages" in llm(db_dsn, root)["inputs"]  # unknown user: the global setting applies
+    exporter.export([s for s in spans if s.name == "request"])
+    row = llm(db_dsn, root)
+    assert "messages" not in row["inputs"] and "messages" not in row["outputs"]
+    assert row["metadata"]["content"] == "omitted" and row["tokens"]["input"] == 100
+    assert "gen_ai.input.messages" not in row["metadata"].get("attributes", {})
+    assert fetch_trace(db_dsn, root.get_span_context().trace_id)["query"] is None
+
+
+# -- caching --------------------------------------------------------------------------------------------
+
+
+def test_settings_are_cached_per_user_not_queried_per_span(db_dsn: str) -> None:
+    capture = Capture()
+    uid = make_user(db_dsn, {"capture_content": True})
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off", user_settings_ttl_s=1.0)
+    try:
+        roots = []
+        for _ in range(10):  # 10 batches, 3 spans each (root, chat ... plus the batch's own)
+            roots.append(user_trace(capture, uid))
+            exp.export(capture.take())
+        stats = exp.stats()
+        assert stats["exported"] == 20
+        # one lookup in encode() when the user first appeared; the writer then found it cached
+        assert stats["user_settings_queries"] == 1
+        set_observability(db_dsn, uid, {"capture_content": False})
+        within_ttl = user_trace(capture, uid)
+        exp.export(capture.take())
+        assert "messages" in llm(db_dsn, within_ttl)["inputs"]  # the cached value still applies
+        time.sleep(1.1)
+        after_ttl = user_trace(capture, uid)
+        exp.export(capture.take())
+        assert "messages" not in llm(db_dsn, after_ttl)["inputs"]  # the change is visible after the TTL
+        assert exp.stats()["user_settings_queries"] == 2
+    finally:
+        exp.shutdown()
+
+
+def test_users_without_settings_and_unknown_users_cost_one_lookup(db_dsn: str) -> None:
+    capture = Capture()
+    plain = make_user(db_dsn, None)
+    stranger = uuid.uuid4()  # not in profiles
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off")
+    try:
+        for uid in (plain, stranger, plain, stranger):
+            root = user_trace(capture, uid)
+            exp.export(capture.take())
+            assert "messages" in llm(db_dsn, root)["inputs"]
+        assert exp.stats()["user_settings_queries"] == 2  # each user looked up once, absent or not
+    finally:
+        exp.shutdown()
+
+
+def test_user_settings_can_be_turned_off(db_dsn: str) -> None:
+    capture = Capture()
+    uid = make_user(db_dsn, {"enabled": False})
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off", user_settings=False)
+    try:
+        root = user_trace(capture, uid)
+        exp.export(capture.take())
+        assert "user_settings_queries" not in exp.stats()
+    finally:
+        exp.shutdown()
+    assert "messages" in llm(db_dsn, root)["inputs"]
