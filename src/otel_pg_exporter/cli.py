@@ -191,5 +191,66 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cleanup_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-cleanup``: the chunked retention sweep (expired and stale traces)."""
+    from datetime import timedelta
+
+    from .retention import sweep
+
+    prog = "otel-pg-cleanup"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Delete traces past their retention (per user: profiles.settings.observability."
+        "retention_days), completed, failed or cancelled, and stale running/pending ones, in short "
+        "chunks that never block exporters. The seed's cleanup_old_traces() is left as it was.",
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    parser.add_argument(
+        "--days", type=int, default=90, help="retention for users without their own (default 90)"
+    )
+    parser.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="a running/pending trace is stale after this long without span activity (default 24)",
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=1000, help="traces examined per transaction (default 1000)"
+    )
+    parser.add_argument("--max-chunks", type=int, help="stop after this many chunks (the next run goes on)")
+    parser.add_argument("--dry-run", action="store_true", help="report what would be removed; remove nothing")
+    _add_schema(parser)
+    args = parser.parse_args(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    if args.days < 1 or args.chunk < 1 or args.grace_hours < 0:
+        return _fail(prog, "--days and --chunk must be at least 1, --grace-hours not negative", dsn)
+    try:
+        report = sweep(
+            args.dsn,
+            default_days=args.days,
+            grace=timedelta(hours=args.grace_hours),
+            chunk=args.chunk,
+            dry_run=args.dry_run,
+            max_chunks=args.max_chunks,
+            schema=args.schema,
+        )
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    except psycopg.Error as exc:
+        return _fail(prog, safe_message(exc, dsn), dsn)
+    except KeyboardInterrupt:
+        return _fail(prog, "interrupted (chunks already done stay done)", dsn)
+    verb = "would remove" if report.dry_run else "removed"
+    for reason in sorted(report.removed):
+        entry = report.removed[reason]
+        print(f"{verb} {entry['traces']:>10,} traces {entry['spans']:>12,} spans  {reason}")
+    print(
+        f"{verb} {report.traces:,} traces and {report.spans:,} spans in total; examined {report.scanned:,} "
+        f"traces in {report.chunks} chunks, {report.seconds:.1f} s"
+        + (f" (run {report.run_id} in otel_retention_runs)" if report.run_id is not None else "")
+    )
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(install_schema_main())
