@@ -51,6 +51,7 @@ SIZES = {
         "growth": (0, 100_000, 1_000_000),
         "growth_traces": 2500,
         "profile_traces": 2500,
+        "retention": (1_000_000, 200_000, 1000),
     },
     "smoke": {
         "e2e_traces": 50,
@@ -59,6 +60,7 @@ SIZES = {
         "growth": (0, 1000),
         "growth_traces": 50,
         "profile_traces": 50,
+        "retention": (4000, 800, 100),
     },
 }
 
@@ -297,19 +299,24 @@ def memory_child(dsn: str, spans: int, payload: int) -> None:
 # -- 5. growth ------------------------------------------------------------------------------------
 
 
-def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
+def prefill(dsn: str, spans: int, first_trace: int = 0, age_days: int = 0, mixed: bool = False) -> None:
     """``spans`` existing spans (4 per trace, realistic JSON) generated server-side, numbering traces
-    from ``first_trace`` (so successive fills never collide)."""
+    from ``first_trace`` (so successive fills never collide), ``age_days`` old. ``mixed``: one trace
+    in 20 failed and one in 20 stuck in running (for the retention phase)."""
     if spans <= 0:
         return
     traces = spans // SPANS_PER_TRACE
+    params = {"first": first_trace + 1, "last": first_trace + traces, "age": age_days, "mixed": mixed}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata)
-               SELECT md5('t' || g)::uuid, 'support', md5('t' || g), now() - g * interval '1 second', 'completed',
+               SELECT md5('t' || g)::uuid, 'support', md5('t' || g),
+                      (now() AT TIME ZONE 'UTC') - %(age)s * interval '1 day' - g * interval '1 second',
+                      CASE WHEN %(mixed)s AND g %% 20 = 0 THEN 'failed'
+                           WHEN %(mixed)s AND g %% 20 = 1 THEN 'running' ELSE 'completed' END,
                       '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g))
-               FROM generate_series(%s::int, %s::int) AS g""",
-            (first_trace + 1, first_trace + traces),
+               FROM generate_series(%(first)s::int, %(last)s::int) AS g""",
+            params,
         )
         conn.execute(
             """INSERT INTO spans (span_id, trace_id, parent_span_id, span_type, name, status, started_at,
@@ -317,7 +324,8 @@ def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
                SELECT md5('s' || g || '-' || k)::uuid, md5('t' || g)::uuid,
                       CASE WHEN k = 0 THEN NULL ELSE md5('s' || g || '-0')::uuid END,
                       CASE k WHEN 0 THEN 'workflow' WHEN 3 THEN 'tool' ELSE 'llm' END, 'span ' || k, 'completed',
-                      now(), now(), 12,
+                      (now() AT TIME ZONE 'UTC') - %(age)s * interval '1 day',
+                      (now() AT TIME ZONE 'UTC') - %(age)s * interval '1 day', 12,
                       jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user',
                           'content', repeat('question ', 55)))),
                       jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'assistant',
@@ -328,8 +336,8 @@ def prefill(dsn: str, spans: int, first_trace: int = 0) -> None:
                       jsonb_build_object('otel', jsonb_build_object('trace_id', md5('t' || g), 'span_id', k),
                                          'attributes', jsonb_build_object('server.address', 'api.openai.com',
                                                                           'gen_ai.request.model', 'gpt-4o-mini'))
-               FROM generate_series(%s::int, %s::int) AS g, generate_series(0, 3) AS k""",
-            (first_trace + 1, first_trace + traces),
+               FROM generate_series(%(first)s::int, %(last)s::int) AS g, generate_series(0, 3) AS k""",
+            params,
         )
         conn.execute("VACUUM ANALYZE traces, spans")
 
@@ -351,7 +359,78 @@ def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
     return out
 
 
-# -- 6. profile -----------------------------------------------------------------------------------
+# -- 6. retention ---------------------------------------------------------------------------------
+
+
+def retention(dsn: str, old_spans: int, young_spans: int, chunk: int) -> dict[str, Any]:
+    """The chunked sweep over ``old_spans`` expired spans (among ``young_spans`` kept ones) while an
+    exporter keeps writing: time, throughput, and the exporter's latency before and during."""
+    import threading
+
+    from otel_pg_exporter.retention import sweep
+
+    truncate(dsn)
+    prefill(dsn, old_spans, first_trace=0, age_days=120, mixed=True)
+    prefill(dsn, young_spans, first_trace=old_spans // SPANS_PER_TRACE, age_days=1)
+    stream = batches(prebuilt_spans(400), 64)
+    exporter = PostgresSpanExporter(dsn, spool_dir="off", timeout_s=60)
+
+    def write(batch_list: list[list[Any]], out: list[float], stop: threading.Event | None = None) -> None:
+        for batch in batch_list:
+            if stop is not None and stop.is_set():
+                return
+            started = time.perf_counter()
+            exporter.export(batch)
+            out.append(time.perf_counter() - started)
+
+    before: list[float] = []
+    write(stream[: len(stream) // 4], before)
+    during: list[float] = []
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop.is_set():
+            write(batches(prebuilt_spans(40), 64), during, stop)
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    report = sweep(dsn, default_days=30, grace=__import__("datetime").timedelta(days=1), chunk=chunk)
+    stop.set()
+    writer.join()
+    stats = exporter.stats()
+    exporter.shutdown()
+    with psycopg.connect(dsn) as conn:
+        left_old = conn.execute(
+            "SELECT count(*) FROM spans WHERE started_at < (now() AT TIME ZONE 'UTC') - interval '30 days'"
+        ).fetchone()[0]
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
+
+    return {
+        "old_spans": old_spans,
+        "young_spans": young_spans,
+        "chunk": chunk,
+        "seconds": round(report.seconds, 2),
+        "spans_removed": report.spans,
+        "traces_removed": report.traces,
+        "spans_per_s": round(report.spans / report.seconds) if report.seconds else 0,
+        "chunks": report.chunks,
+        "removed": report.removed,
+        "old_spans_left": left_old,
+        "export_before_ms": {"p50": pct(before, 0.5), "p99": pct(before, 0.99), "max": pct(before, 1.0)},
+        "export_during_ms": {
+            "n": len(during),
+            "p50": pct(during, 0.5),
+            "p99": pct(during, 0.99),
+            "max": pct(during, 1.0),
+        },
+        "exporter_failed_batches": stats["failed_batches"],
+    }
+
+
+# -- 7. profile -----------------------------------------------------------------------------------
 
 
 def profile_writer(dsn: str, spans: list[Any], top: int = 15) -> list[dict[str, Any]]:
@@ -415,12 +494,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--payload", type=int, default=500, help="bytes of input and of output per LLM span")
     parser.add_argument("--conventions", default="otel", help="comma list of otel,oi,tl (cycled per trace)")
     parser.add_argument(
-        "--skip", default="", help="comma list of phases to skip: e2e,writer,memory,growth,profile"
+        "--skip", default="", help="comma list of phases to skip: e2e,writer,memory,growth,profile,retention"
     )
+    parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
+    parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
     args = parser.parse_args(argv)
     size = SIZES["smoke" if args.smoke else "full"]
     conventions = tuple(args.conventions.split(","))
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(","))) | ({"retention"} if args.retention else set())
+    if only:
+        skip |= {"e2e", "writer", "memory", "growth", "profile", "retention"} - only
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every phase, so a long run that dies keeps what it measured
@@ -472,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "growth" not in skip:
             results["growth"] = growth(dsn, size["growth"], size["growth_traces"])
+            save()
+        if "retention" not in skip:
+            results["retention"] = retention(dsn, *size["retention"])
             save()
     report(results)
     save()
@@ -543,6 +630,26 @@ def report(r: dict[str, Any]) -> None:
             rows.append(
                 (f"growth {int(keys[-1]):,} vs empty", f"{ratio:.2f}", verdict("growth_1m_vs_empty", ratio))
             )
+    if "retention" in r:
+        rt = r["retention"]
+        during, before = rt["export_during_ms"], rt["export_before_ms"]
+        rows += [
+            (
+                f"retention sweep, {rt['old_spans']:,} expired of {rt['old_spans'] + rt['young_spans']:,} spans",
+                f"{rt['seconds']:.1f} s ({rt['spans_per_s']:,} spans/s, {rt['chunks']} chunks)",
+                "all removed" if rt["old_spans_left"] == 0 else f"{rt['old_spans_left']} LEFT",
+            ),
+            (
+                "export() p50 / p99 / max, before sweep",
+                f"{before['p50']:.1f} / {before['p99']:.1f} / {before['max']:.1f} ms",
+                "",
+            ),
+            (
+                "export() p50 / p99 / max, during sweep",
+                f"{during['p50']:.1f} / {during['p99']:.1f} / {during['max']:.1f} ms ({during['n']} batches)",
+                "",
+            ),
+        ]
     width = max(len(a) for a, _, _ in rows)
     print()
     for a, b, c in rows:

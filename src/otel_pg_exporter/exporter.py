@@ -34,6 +34,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .conventions import MODEL_CALL_TYPES
 from .dsn import describe, safe_message
+from .errors import ConfigurationError
+from .forward import Forwarder, spans_by_trace
+from .ids import trace_uuid
 from .logs import LogFragment
 from .mapping import SpanRecord, fallback_record, map_span
 from .pricing import Pricer, apply_cost, load_custom_prices
@@ -42,7 +45,7 @@ from .records import EncodedSpan, Limits, encode_span
 from .settings import ExporterSettings, resolve_settings
 from .spool import Spool, SpoolItem, decode_payload, default_spool_root, iter_records
 from .telemetry import ExporterTelemetry
-from .user_settings import UserObservability, UserSettingsCache, content_allowed, user_uuid
+from .user_settings import ForwardTarget, UserObservability, UserSettingsCache, content_allowed, user_uuid
 from .writer import SpanWriter, WriteReport
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -160,8 +163,18 @@ class PostgresSpanExporter(SpanExporter):
             if s.user_settings
             else None
         )
+        self._needs_users = s.user_settings
         self._state = _StateLog(describe(s.dsn))
         self._telemetry = ExporterTelemetry()
+        self._forwarder: Forwarder | None = None
+        if s.forward:
+            try:
+                self._forwarder = Forwarder(self._telemetry.add, timeout_s=s.timeout_s)
+            except ImportError:
+                raise ConfigurationError(
+                    "forward=True needs opentelemetry-exporter-otlp-proto-http: "
+                    "pip install 'otel-pg-exporter[forward]'"
+                ) from None
         self._closing = threading.Event()  # shutdown() started: replayer drains until its deadline
         self._closed = threading.Event()  # shutdown() done: export() refuses
         self._shutdown_lock = threading.Lock()
@@ -222,7 +235,10 @@ class PostgresSpanExporter(SpanExporter):
             self._telemetry.export_duration(time.perf_counter() - started, outcome)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced)."""
+        """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced).
+        Forwarded batches still queued are sent first."""
+        if self._forwarder is not None:
+            return self._forwarder.flush(timeout_millis / 1000)
         return True
 
     def retain(self) -> object:
@@ -252,6 +268,8 @@ class PostgresSpanExporter(SpanExporter):
         if replayer is not None:
             replayer.join(timeout=max(0.0, self._shutdown_deadline - time.monotonic()) + 1.0)
         self._closed.set()
+        if self._forwarder is not None:
+            self._forwarder.shutdown(max(0.5, self._shutdown_deadline - time.monotonic()))
         if self.spool is not None:
             self.spool.close()
         self._pool.close(timeout=max(0.5, self._shutdown_deadline - time.monotonic()))
@@ -283,6 +301,9 @@ class PostgresSpanExporter(SpanExporter):
     def encode(self, spans: Sequence[ReadableSpan]) -> list[EncodedSpan]:
         """Map and encode a batch; a span that breaks the mapping gets a minimal row instead.
         Content is kept or dropped per trace, by its user's settings when the user is known."""
+        return self._encode(spans)[0]
+
+    def _encode(self, spans: Sequence[ReadableSpan]) -> tuple[list[EncodedSpan], dict[uuid.UUID, uuid.UUID]]:
         mapped: list[tuple[ReadableSpan, SpanRecord | None, Exception | None]] = []
         for span in spans:
             try:
@@ -292,7 +313,8 @@ class PostgresSpanExporter(SpanExporter):
                 mapped.append((span, record, None))
             except Exception as exc:
                 mapped.append((span, None, exc))
-        allowed = self._content_by_trace([r for _, r, _ in mapped if r is not None])
+        users = self.trace_users([r for _, r, _ in mapped if r is not None]) if self._needs_users else {}
+        allowed = self._content_by_trace(users)
         encoded: list[EncodedSpan] = []
         for span, record, error in mapped:
             if record is not None:
@@ -319,7 +341,7 @@ class PostgresSpanExporter(SpanExporter):
             else:
                 self._telemetry.add("dropped", 1, reason="invalid_span")
         self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
-        return encoded
+        return encoded, users
 
     # -- per-user settings -------------------------------------------------------------------------
 
@@ -352,10 +374,9 @@ class PostgresSpanExporter(SpanExporter):
             return {}
         return self._user_settings.get_many(user_ids)
 
-    def _content_by_trace(self, records: Sequence[SpanRecord]) -> dict[uuid.UUID, bool]:
-        if self._user_settings is None:
+    def _content_by_trace(self, users: dict[uuid.UUID, uuid.UUID]) -> dict[uuid.UUID, bool]:
+        if self._user_settings is None or not users:
             return {}
-        users = self.trace_users(records)
         settings = self.user_observability(set(users.values()))
         glob = self._limits.capture_content
         return {tid: content_allowed(glob, settings.get(uid)) for tid, uid in users.items()}
@@ -364,6 +385,29 @@ class PostgresSpanExporter(SpanExporter):
         if allowed is None or allowed == self._limits.capture_content:
             return self._limits
         return self._limits_flipped
+
+    def _forward(self, spans: Sequence[ReadableSpan], users: dict[uuid.UUID, uuid.UUID]) -> None:
+        """Each trace's spans to its user's LangSmith / Langfuse (queued; never raises)."""
+        assert self._forwarder is not None
+        try:
+            settings = self.user_observability(set(users.values()))
+            glob = self._limits.capture_content
+
+            def targets_of(tid: uuid.UUID) -> tuple[tuple[ForwardTarget, ...], bool] | None:
+                uid = users.get(tid)
+                obs = settings.get(uid) if uid is not None else None
+                if obs is None:
+                    return None  # user not known (yet): the spans wait
+                if not obs.enabled:
+                    return (), False
+                return obs.targets, content_allowed(glob, obs)
+
+            by_trace = spans_by_trace(
+                (s for s in spans if s.context is not None), lambda s: trace_uuid(s.context.trace_id)
+            )
+            self._forwarder.route(by_trace, targets_of)
+        except Exception as exc:
+            self._state.set("forwarding failed", type(exc).__name__)
 
     def _forbidden_users(self, user_ids: Collection[Any], loader: Any) -> set[Any]:
         """For the writer: users (of traces it just wrote) whose content must not be stored."""
@@ -400,7 +444,9 @@ class PostgresSpanExporter(SpanExporter):
         t.add("log_fragments_dropped", report.merge_dropped)
 
     def _export(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
-        encoded = self.encode(spans)
+        encoded, users = self._encode(spans)
+        if self._forwarder is not None:
+            self._forward(spans, users)
         if not encoded:
             return SpanExportResult.SUCCESS, "empty"
         return self._deliver(encoded)

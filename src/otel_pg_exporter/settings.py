@@ -139,6 +139,8 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
     settings = ExporterSettings(dsn=resolved_dsn, dsn_source=source, **values)
     if settings.pool_min_size > settings.pool_max_size:
         raise ConfigurationError("pool_min_size must not exceed pool_max_size")
+    if settings.forward and not settings.user_settings:
+        raise ConfigurationError("forward needs user_settings (the targets live in profiles.settings)")
     if settings.max_payload_chars < 1024:
         raise ConfigurationError("max_payload_chars must be at least 1024")
     return settings
