@@ -201,3 +201,47 @@ def test_forward_needs_user_settings(db_dsn: str) -> None:
 
     with pytest.raises(ConfigurationError, match="user_settings"):
         PostgresSpanExporter(db_dsn, spool_dir="off", forward=True, user_settings=False)
+
+
+def test_keys_can_live_in_supabase_vault(make_database: Any, receiver: OtlpReceiver) -> None:
+    from otel_pg_exporter import install_schema
+
+    dsn = make_database()
+    install_schema(dsn)
+    key = "lsv2_pt_from_vault_" + "v" * 20
+    no_vault_user = make_user(
+        dsn, {"langsmith": {"api_key": {"vault": "missing"}, "endpoint": receiver.url + "/x"}}
+    )
+    capture = Capture()
+    exporter = PostgresSpanExporter(dsn, spool_dir="off", forward=True, user_settings_ttl_s=0.01)
+    try:
+        user_trace(capture, no_vault_user)  # no vault schema at all: the target is skipped, nothing fails
+        assert exporter.export(capture.take()).name == "SUCCESS"
+        with psycopg.connect(dsn, autocommit=True) as conn:  # what Supabase's Vault exposes
+            conn.execute("CREATE SCHEMA vault")
+            conn.execute("CREATE TABLE vault.decrypted_secrets (id uuid, name text, decrypted_secret text)")
+            secret_id = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO vault.decrypted_secrets VALUES (%s, 'alice-langsmith', %s)", (secret_id, key)
+            )
+        by_name = make_user(
+            dsn, {"langsmith": {"api_key": {"vault": "alice-langsmith"}, "endpoint": receiver.url + "/n"}}
+        )
+        by_id = make_user(
+            dsn, {"langsmith": {"api_key": {"vault": str(secret_id)}, "endpoint": receiver.url + "/i"}}
+        )
+        user_trace(capture, by_name)
+        user_trace(capture, by_id)
+        assert exporter.export(capture.take()).name == "SUCCESS"
+        assert exporter.force_flush(10_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    assert {r["path"] for r in receiver.requests} == {"/n/v1/traces", "/i/v1/traces"}
+    assert all(r["headers"]["x-api-key"] == key for r in receiver.requests)
+    assert stats["failed_batches"] == 0
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM spans WHERE metadata::text LIKE %s", (f"%{key}%",)
+        ).fetchone()
+    assert row == (0,)

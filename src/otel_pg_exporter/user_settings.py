@@ -11,6 +11,10 @@ The object we honour (every key optional; anything else is ignored)::
         "langfuse": {"public_key": "pk-lf-...", "secret_key": "sk-lf-...",
                      "host": "https://cloud.langfuse.com"}}}
 
+A key may also be a reference to a Supabase Vault secret, ``{"vault": "<secret name or id>"}``: the
+exporter then reads it from ``vault.decrypted_secrets`` when it loads the user's settings (its role
+needs to be allowed to), so the table holds no key at all.
+
 ``parse_observability`` is pure and lenient: a value of the wrong type is ignored (and named in
 ``problems``, never with its value: it may be a key). ``UserSettingsCache`` loads the settings of
 the users a batch names that it does not hold yet, in one query, and keeps them ``ttl_s`` seconds:
@@ -59,6 +63,45 @@ class UserObservability:
 DEFAULT = UserObservability()
 
 
+#: Keys of the forwarding blocks that may hold a Vault reference instead of the secret itself.
+SECRET_FIELDS = ("api_key", "public_key", "secret_key")
+
+
+def vault_refs(raw_by_user: Mapping[Any, Any]) -> set[str]:
+    """Every ``{"vault": ref}`` used as a key in these raw observability objects."""
+    refs: set[str] = set()
+    for raw in raw_by_user.values():
+        if not isinstance(raw, Mapping):
+            continue
+        for service in _TARGETS:
+            block = raw.get(service)
+            if isinstance(block, Mapping):
+                for name in SECRET_FIELDS:
+                    value = block.get(name)
+                    if isinstance(value, Mapping) and isinstance(value.get("vault"), str):
+                        refs.add(value["vault"])
+    return refs
+
+
+def resolve_vault_refs(raw: Any, secrets: Mapping[str, str]) -> Any:
+    """``raw`` with each ``{"vault": ref}`` key replaced by its secret (left as is when unknown:
+    the block is then ignored as having no usable key)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    out = dict(raw)
+    for service in _TARGETS:
+        block = out.get(service)
+        if not isinstance(block, Mapping):
+            continue
+        resolved = dict(block)
+        for name in SECRET_FIELDS:
+            value = block.get(name)
+            if isinstance(value, Mapping) and value.get("vault") in secrets:
+                resolved[name] = secrets[value["vault"]]
+        out[service] = resolved
+    return out
+
+
 def _text(block: Mapping[str, Any], key: str) -> str | None:
     value = block.get(key)
     return value.strip() if isinstance(value, str) and value.strip() else None
@@ -67,7 +110,7 @@ def _text(block: Mapping[str, Any], key: str) -> str | None:
 def _langsmith(block: Mapping[str, Any], problems: list[str]) -> ForwardTarget | None:
     key = _text(block, "api_key")
     if key is None:
-        problems.append("langsmith.api_key missing")
+        problems.append("langsmith.api_key missing (or an unreadable vault reference)")
         return None
     endpoint = (_text(block, "endpoint") or DEFAULT_LANGSMITH_ENDPOINT).rstrip("/")
     headers = [("x-api-key", key)]
@@ -82,7 +125,7 @@ def _langfuse(block: Mapping[str, Any], problems: list[str]) -> ForwardTarget | 
 
     public, secret = _text(block, "public_key"), _text(block, "secret_key")
     if public is None or secret is None:
-        problems.append("langfuse.public_key/secret_key missing")
+        problems.append("langfuse.public_key/secret_key missing (or an unreadable vault reference)")
         return None
     host = (_text(block, "host") or _text(block, "base_url") or DEFAULT_LANGFUSE_HOST).rstrip("/")
     token = base64.b64encode(f"{public}:{secret}".encode()).decode()

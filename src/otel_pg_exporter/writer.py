@@ -37,6 +37,7 @@ from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from .mapping import ns_to_datetime
 from .records import OMITTED, EncodedSpan, Limits, TraceDelta, trace_deltas
 from .sanitize import clean_text, encode_json
+from .user_settings import resolve_vault_refs, vault_refs
 
 logger = logging.getLogger("otel_pg_exporter")
 
@@ -311,6 +312,11 @@ WHERE s.span_id = v.span_id
 
 #: ``profiles.settings -> 'observability'`` of some users (``user_settings.UserSettingsCache``).
 _LOAD_OBSERVABILITY = "SELECT id, settings -> 'observability' FROM profiles WHERE id = ANY(%(ids)s::uuid[])"
+#: Supabase Vault: keys referenced as ``{"vault": "<name or id>"}`` in the settings.
+_VAULT_SECRETS = """
+SELECT id::text, name, decrypted_secret FROM vault.decrypted_secrets
+WHERE id::text = ANY(%(refs)s::text[]) OR name = ANY(%(refs)s::text[])
+"""
 _TRACE_USERS = (
     "SELECT trace_id, user_id FROM traces WHERE trace_id = ANY(%(tid)s::uuid[]) AND user_id IS NOT NULL"
 )
@@ -537,6 +543,7 @@ class SpanWriter:
         self._limits = limits or Limits()
         self._transaction_timeout_s = transaction_timeout_s
         self._content_policy = content_policy
+        self._vault_warned = False
         # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
         # name travels quoted, as a bound parameter
         self._search_path = sql.Identifier(schema).as_string(None) if schema else None
@@ -552,12 +559,36 @@ class SpanWriter:
         With ``cur``, inside that transaction (under a savepoint: a failure leaves it usable)."""
         if cur is not None:
             with cur.connection.transaction():
-                cur.execute(_LOAD_OBSERVABILITY, {"ids": user_ids})
-                return dict(cur.fetchall())
+                return self._load_observability(cur, user_ids)
         with self._connection(self._transaction_timeout_s) as conn, conn.transaction(), conn.cursor() as own:
             self._begin(own)
-            own.execute(_LOAD_OBSERVABILITY, {"ids": user_ids})
-            return dict(own.fetchall())
+            return self._load_observability(own, user_ids)
+
+    def _load_observability(self, cur: psycopg.Cursor[Any], user_ids: list[Any]) -> dict[Any, Any]:
+        cur.execute(_LOAD_OBSERVABILITY, {"ids": user_ids})
+        raw = dict(cur.fetchall())
+        refs = vault_refs(raw)
+        if not refs:
+            return raw
+        try:
+            with cur.connection.transaction():  # a savepoint: no vault, or no grant, is not fatal
+                cur.execute(_VAULT_SECRETS, {"refs": sorted(refs)})
+                secrets: dict[str, str] = {}
+                for secret_id, name, value in cur.fetchall():
+                    if isinstance(value, str):
+                        secrets[secret_id] = value
+                        if name:
+                            secrets[name] = value
+        except psycopg.Error as exc:
+            secrets = {}
+            if not self._vault_warned:
+                self._vault_warned = True
+                logger.warning(
+                    "otel-pg-exporter: vault references in profiles.settings cannot be read (%s); "
+                    "those forwarding targets are skipped",
+                    type(exc).__name__,
+                )
+        return {uid: resolve_vault_refs(value, secrets) for uid, value in raw.items()}
 
     def _strip_forbidden_content(self, cur: psycopg.Cursor[Any], trace_ids: list[Any]) -> None:
         """Traces of this transaction whose user does not allow content lose it before commit."""
