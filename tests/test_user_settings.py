@@ -77,7 +77,8 @@ def test_parse_observability_is_lenient_and_never_echoes_values() -> None:
     assert target.endpoint == "https://api.smith.langchain.com/otel/v1/traces"
     assert dict(target.headers) == {"x-api-key": SECRET_KEY, "Langsmith-Project": "p1"}
     assert SECRET_KEY not in repr(parsed) and SECRET_KEY not in " ".join(parsed.problems)
-    assert parsed.problems == ("enabled is not a boolean", "langfuse.public_key/secret_key missing")
+    assert parsed.problems[0] == "enabled is not a boolean"
+    assert parsed.problems[1].startswith("langfuse.public_key/secret_key missing")
     assert parse_observability(None) == parse_observability({})
     assert content_allowed(True, parse_observability({"enabled": False, "capture_content": True})) is False
     assert content_allowed(False, parse_observability({"capture_content": True})) is True
@@ -195,3 +196,29 @@ def test_user_settings_can_be_turned_off(db_dsn: str) -> None:
     finally:
         exp.shutdown()
     assert "messages" in llm(db_dsn, root)["inputs"]
+
+
+@pytest.mark.parametrize("logs_first", [True, False], ids=["logs-first", "spans-first"])
+def test_logged_content_follows_the_users_settings(db_dsn: str, logs_first: bool) -> None:
+    from otel_pg_exporter import PostgresLogExporter
+
+    capture = Capture()
+    uid = make_user(db_dsn, {"capture_content": False})
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off")
+    logs = PostgresLogExporter(span_exporter=exp)
+    try:
+        with capture.tracer.start_as_current_span("request", attributes={"user.id": str(uid)}) as root:
+            with capture.tracer.start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat"}):
+                capture.logger.emit(
+                    event_name="gen_ai.user.message", body={"content": "logged secret question"}
+                )
+        spans, records = capture.take(), capture.take_logs()
+        for exporter, batch in [(logs, records), (exp, spans)][:: 1 if logs_first else -1]:
+            assert exporter.export(batch).name == "SUCCESS"
+    finally:
+        logs.shutdown()
+        exp.shutdown()
+    rows = fetch_spans(db_dsn, root.get_span_context().trace_id)
+    assert "logged secret question" not in str(rows)
+    assert rows["chat"]["inputs"] == {"_omitted": "content capture is off"}
+    assert fetch_trace(db_dsn, root.get_span_context().trace_id)["query"] is None
