@@ -182,3 +182,20 @@ BEGIN
     RAISE NOTICE 'otel_retention_sweep: removed %', v_removed;
 END;
 $$;
+
+-- Supabase serves the tables and views of the public schema through its API. These maintenance
+-- tables hold no user data and are not for API users: RLS on, no policy (owners and roles that
+-- bypass RLS, such as the maintenance role and service_role, still see them).
+ALTER TABLE otel_retention_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE otel_budgets ENABLE ROW LEVEL SECURITY;
+
+-- A view runs with its owner's rights by default, which bypasses the RLS policies of traces and
+-- spans: every API user could read everyone's daily costs through otel_daily_costs (006). Make it
+-- run with the caller's rights (security_invoker exists from PostgreSQL 15 on).
+DO $otel_pg$
+BEGIN
+    IF current_setting('server_version_num')::integer >= 150000 THEN
+        EXECUTE 'ALTER VIEW otel_daily_costs SET (security_invoker = true)';
+    END IF;
+END
+$otel_pg$;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,50 @@ def test_names_postgresql_would_truncate_or_cannot_hold_are_refused(db_dsn: str,
         PostgresSpanExporter(db_dsn, schema=name, spool_dir="off")
     with pytest.raises(ConfigurationError, match="schema"):
         install_schema(db_dsn, schema=name)
+
+
+def test_cost_view_and_maintenance_tables_respect_rls(make_database: Any, capture: Capture) -> None:
+    """Supabase's API roles read public views and tables: the daily-cost view must apply the traces
+    and spans policies of the caller, and the maintenance tables must show nothing."""
+    dsn = make_database()
+    install_schema(dsn, rls=True)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for uid in (alice, bob):
+            conn.execute("INSERT INTO profiles (id) VALUES (%s)", (uid,))
+        conn.execute("INSERT INTO otel_budgets (scope, monthly_limit) VALUES ('all', 10)")
+    exporter = PostgresSpanExporter(dsn, spool_dir="off")
+    try:
+        for uid in (alice, bob):
+            with capture.tracer.start_as_current_span("root", attributes={"user.id": str(uid)}):
+                with capture.tracer.start_as_current_span(
+                    "chat",
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": "gpt-4o-mini",
+                        "gen_ai.provider.name": "openai",
+                        "gen_ai.usage.input_tokens": 1000,
+                    },
+                ):
+                    pass
+        assert exporter.export(capture.take()).name == "SUCCESS"
+    finally:
+        exporter.shutdown()
+    role = f"api_user_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role))
+            )
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            conn.execute("SELECT set_config('request.jwt.claim.sub', %s, false)", (str(alice),))
+            users = {r[0] for r in conn.execute("SELECT user_id FROM otel_daily_costs")}
+            assert users == {alice}  # not bob's
+            assert conn.execute("SELECT count(*) FROM otel_budgets").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM otel_retention_runs").fetchone() == (0,)
+            conn.execute("RESET ROLE")
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
