@@ -70,3 +70,16 @@ def span_row(dsn: str, span: ReadableSpan) -> dict[str, Any] | None:
             "SELECT * FROM spans WHERE span_id = %s",
             (span_uuid(span.context.trace_id, span.context.span_id),),
         ).fetchone()
+
+
+def chat_attributes(input_tokens: int, output_tokens: int | None = None, **extra: Any) -> dict[str, Any]:
+    """Attributes of an OTel GenAI chat span to gpt-4o-mini at OpenAI (plus ``extra``)."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.usage.input_tokens": input_tokens,
+    }
+    if output_tokens is not None:
+        attrs["gen_ai.usage.output_tokens"] = output_tokens
+    return {**attrs, **extra}

@@ -22,7 +22,7 @@ from faults import TcpProxy
 from otel_pg_exporter import PostgresLogExporter, PostgresSpanExporter
 from otel_pg_exporter.fakeai import FakeOpenAI
 from otel_pg_exporter.logs import map_log_records
-from support import Capture, fetch_spans, fetch_trace, messages, span_row
+from support import Capture, chat_attributes, fetch_spans, fetch_trace, messages, span_row
 
 TESTS = Path(__file__).resolve().parent
 
@@ -36,13 +36,7 @@ def chat_with_logged_content(capture: Capture, user_text: str = "Weather in Pari
     with capture.tracer.start_as_current_span("agent") as root:
         with capture.tracer.start_as_current_span(
             "chat gpt-4o-mini",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": "gpt-4o-mini",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.usage.input_tokens": 12,
-                "gen_ai.usage.output_tokens": 5,
-            },
+            attributes=chat_attributes(12, 5),
         ):
             emit(capture, "gen_ai.system.message", {"content": "You are a weather bot."})
             emit(capture, "gen_ai.user.message", {"content": user_text})

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from otel_pg_exporter import ConfigurationError, PostgresSpanExporter, install_schema, span_uuid
-from support import Capture
+from support import Capture, chat_attributes
 
 HOSTILE = 'otel"; DROP TABLE public.traces; --'
 
@@ -95,12 +95,7 @@ def test_cost_view_and_maintenance_tables_respect_rls(make_database: Any, captur
             with capture.tracer.start_as_current_span("root", attributes={"user.id": str(uid)}):
                 with capture.tracer.start_as_current_span(
                     "chat",
-                    attributes={
-                        "gen_ai.operation.name": "chat",
-                        "gen_ai.request.model": "gpt-4o-mini",
-                        "gen_ai.provider.name": "openai",
-                        "gen_ai.usage.input_tokens": 1000,
-                    },
+                    attributes=chat_attributes(1000),
                 ):
                     pass
         assert exporter.export(capture.take()).name == "SUCCESS"

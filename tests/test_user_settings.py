@@ -12,7 +12,7 @@ import pytest
 
 from otel_pg_exporter import PostgresSpanExporter
 from otel_pg_exporter.user_settings import content_allowed, parse_observability
-from support import Capture, fetch_spans, fetch_trace, messages
+from support import Capture, chat_attributes, fetch_spans, fetch_trace, messages
 
 SECRET_KEY = "lsv2_pt_" + "9f8e7d6c5b4a" * 3
 
@@ -39,15 +39,14 @@ def user_trace(capture: Capture, uid: uuid.UUID | None, text: str = "my secret q
     with capture.tracer.start_as_current_span("request", attributes=attrs) as root:
         with capture.tracer.start_as_current_span(
             "chat",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": "gpt-4o-mini",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.usage.input_tokens": 100,
-                "gen_ai.usage.output_tokens": 10,
-                "gen_ai.input.messages": messages(("user", text)),
-                "gen_ai.output.messages": messages(("assistant", "the answer")),
-            },
+            attributes=chat_attributes(
+                100,
+                10,
+                **{
+                    "gen_ai.input.messages": messages(("user", text)),
+                    "gen_ai.output.messages": messages(("assistant", "the answer")),
+                },
+            ),
         ):
             pass
     return root

@@ -525,6 +525,37 @@ def _watchdog(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
         timer.cancel()
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _isolating(
+    items: list[Any], write: Callable[[list[Any]], None], refused: Callable[[Any, str], None]
+) -> int:
+    """Write ``items``; on a data error split the batch in halves until the offending item is
+    alone, and hand it to ``refused``. Returns how many were written as they were. Connection
+    errors propagate (the caller retries)."""
+    try:
+        write(items)
+        return len(items)
+    except DATA_ERRORS as exc:
+        if len(items) > 1:
+            mid = len(items) // 2
+            return _isolating(items[:mid], write, refused) + _isolating(items[mid:], write, refused)
+        error = _one_line(exc)
+    refused(items[0], error)
+    return 0
+
+
+def _fragment_refused(report: WriteReport) -> Callable[[LogFragment, str], None]:
+    def refused(fragment: LogFragment, error: str) -> None:
+        report.merge_dropped += 1
+        report.errors.append(error)
+        logger.error("otel-pg-exporter: dropped log records of span %s: %s", fragment.span_hex, error)
+
+    return refused
+
+
 class SpanWriter:
     """Writes batches of encoded spans in one transaction each; isolates rows the database refuses.
 
@@ -551,6 +582,18 @@ class SpanWriter:
     def _begin(self, cur: psycopg.Cursor[Any]) -> None:
         if self._search_path is not None:
             cur.execute(_SET_SEARCH_PATH, {"search_path": self._search_path})
+
+    @contextmanager
+    def _transaction_cursor(self, timeout: float | None) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction on a pooled connection, bounded by the watchdog, search_path set."""
+        with (
+            self._connection(timeout) as conn,
+            _watchdog(conn, self._transaction_timeout_s),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            self._begin(cur)
+            yield cur
 
     def load_observability(
         self, user_ids: list[Any], cur: psycopg.Cursor[Any] | None = None
@@ -615,28 +658,14 @@ class SpanWriter:
         spans = [i for i in items if isinstance(i, EncodedSpan)]
         fragments = [i for i in items if isinstance(i, LogFragment)]
         if spans:
-            self._write_isolating(spans, report, timeout)
+            refused = self._span_refused(report, timeout)  # counts what it stores degraded itself
+            stored = _isolating(spans, lambda b: self._write_batch(b, timeout), refused)
+            report.written += stored
         if fragments:
-            self._merge_isolating(fragments, report, timeout)
+            merge = lambda b: self._merge_transaction(b, timeout)  # noqa: E731
+            merged = _isolating(fragments, merge, _fragment_refused(report))
+            report.merged += merged
         return report
-
-    def _merge_isolating(
-        self, fragments: list[LogFragment], report: WriteReport, timeout: float | None
-    ) -> None:
-        try:
-            self._merge_transaction(fragments, timeout)
-            report.merged += len(fragments)
-            return
-        except DATA_ERRORS as exc:
-            if len(fragments) > 1:
-                mid = len(fragments) // 2
-                self._merge_isolating(fragments[:mid], report, timeout)
-                self._merge_isolating(fragments[mid:], report, timeout)
-                return
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        report.merge_dropped += 1
-        report.errors.append(error)
-        logger.error("otel-pg-exporter: dropped log records of span %s: %s", fragments[0].span_hex, error)
 
     def _merge_transaction(self, fragments: list[LogFragment], timeout: float | None) -> None:
         """Log fragments into span rows: lock the traces, make sure trace and span rows exist
@@ -654,13 +683,7 @@ class SpanWriter:
                 )
             by_span[f.span_id].append(f)
         cap = self._limits.max_payload_chars
-        with (
-            self._connection(timeout) as conn,
-            _watchdog(conn, self._transaction_timeout_s),
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            self._begin(cur)
+        with self._transaction_cursor(timeout) as cur:
             cur.execute(_LOCK_TRACES, trace_p)
             cur.execute(_UPSERT_TRACES, trace_p)
             cur.execute(_INSERT_PLACEHOLDERS, placeholders)
@@ -689,33 +712,23 @@ class SpanWriter:
             cur.execute(_RECOMPUTE_TRACES, trace_p)
             self._strip_forbidden_content(cur, trace_p["tid"])
 
-    def _write_isolating(self, spans: list[EncodedSpan], report: WriteReport, timeout: float | None) -> None:
-        try:
-            self._write_batch(spans, timeout)
-            report.written += len(spans)
-            return
-        except DATA_ERRORS as exc:
-            if len(spans) > 1:
-                mid = len(spans) // 2
-                self._write_isolating(spans[:mid], report, timeout)
-                self._write_isolating(spans[mid:], report, timeout)
-                return
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        span = spans[0]
-        try:
-            self._write_batch([_degraded(span, error)], timeout)
-            report.degraded += 1
-            report.written += 1
-            logger.warning("otel-pg-exporter: span %s stored without payload: %s", span.name[:80], error)
-        except DATA_ERRORS as exc2:
-            report.dropped += 1
-            report.errors.append(error)
-            logger.error(
-                "otel-pg-exporter: dropped span %s: %s / %s",
-                span.name[:80],
-                error,
-                f"{type(exc2).__name__}: {exc2}".splitlines()[0][:300],
-            )
+    def _span_refused(self, report: WriteReport, timeout: float | None) -> Callable[[EncodedSpan, str], None]:
+        """A span the database refused: store it without its payload, else drop it (counted)."""
+
+        def refused(span: EncodedSpan, error: str) -> None:
+            try:
+                self._write_batch([_degraded(span, error)], timeout)
+                report.degraded += 1
+                report.written += 1
+                logger.warning("otel-pg-exporter: span %s stored without payload: %s", span.name[:80], error)
+            except DATA_ERRORS as exc:
+                report.dropped += 1
+                report.errors.append(error)
+                logger.error(
+                    "otel-pg-exporter: dropped span %s: %s / %s", span.name[:80], error, _one_line(exc)
+                )
+
+        return refused
 
     def _write_batch(self, spans: list[EncodedSpan], timeout: float | None) -> None:
         deltas = trace_deltas(spans)
@@ -736,13 +749,7 @@ class SpanWriter:
         in_batch = {s.span_id for s in spans}
         children = _children_params({pid: f for pid, f in folds.items() if pid not in in_batch})
         rows = _span_rows_json(sorted(spans, key=lambda s: s.span_id), folds)
-        with (
-            self._connection(timeout) as conn,
-            _watchdog(conn, self._transaction_timeout_s),
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            self._begin(cur)
+        with self._transaction_cursor(timeout) as cur:
             cur.execute(_LOCK_TRACES, trace_p)
             cur.execute(_UPSERT_TRACES, trace_p)
             if placeholders["sid"]:
