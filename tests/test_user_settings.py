@@ -221,3 +221,30 @@ def test_logged_content_follows_the_users_settings(db_dsn: str, logs_first: bool
     assert "logged secret question" not in str(rows)
     assert rows["chat"]["inputs"] == {"_omitted": "content capture is off"}
     assert fetch_trace(db_dsn, root.get_span_context().trace_id)["query"] is None
+
+
+def test_settings_apply_to_batches_spooled_while_the_database_was_down(db_dsn: str, tmp_path: Any) -> None:
+    from faults import TcpProxy
+
+    capture = Capture()
+    uid = make_user(db_dsn, {"enabled": False})
+    proxy = TcpProxy(db_dsn)
+    exp = PostgresSpanExporter(proxy.dsn, timeout_s=1, spool_dir=str(tmp_path), shutdown_timeout_s=30)
+    try:
+        proxy.cut()
+        root = user_trace(capture, uid)
+        assert exp.export(capture.take()).name == "SUCCESS"  # spooled
+        again = user_trace(capture, uid)
+        assert exp.export(capture.take()).name == "SUCCESS"
+        stats = exp.stats()
+        assert stats["spooled"] == 4 and stats["user_settings_queries"] == 0  # no lookup while down
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and exp.stats()["replayed"] < 4:
+            time.sleep(0.2)
+    finally:
+        exp.shutdown()
+        proxy.close()
+    for r in (root, again):  # replayed through the writer, which applied the user's settings
+        row = llm(db_dsn, r)
+        assert row["status"] == "completed" and "messages" not in row["inputs"]

@@ -106,6 +106,10 @@ class _StateLog:
             logger.error("otel-pg-exporter: %s (%s): %s", state, self._target, message)
 
 
+def _no_loading(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    raise TimeoutError("the database is down: no settings lookup")
+
+
 def _backoff(attempt: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
 
@@ -372,6 +376,8 @@ class PostgresSpanExporter(SpanExporter):
         """Cached per-user settings (empty when ``user_settings`` is off)."""
         if self._user_settings is None or not user_ids:
             return {}
+        if self._db_down.is_set():  # cached values only: the writer's transaction checks again later
+            return self._user_settings.get_many(user_ids, loader=_no_loading)
         return self._user_settings.get_many(user_ids)
 
     def _content_by_trace(self, users: dict[uuid.UUID, uuid.UUID]) -> dict[uuid.UUID, bool]:

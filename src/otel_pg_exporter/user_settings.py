@@ -205,6 +205,10 @@ Loader = Callable[[list[uuid.UUID]], dict[uuid.UUID, Any]]
 class UserSettingsCache:
     """Thread-safe TTL cache of ``UserObservability`` by user id (users without a profile too)."""
 
+    #: After a failed load, this long without trying again (the database may be down: a lookup must
+    #: not add a wait to every batch).
+    RETRY_AFTER_S = 5.0
+
     def __init__(self, loader: Loader, ttl_s: float = 60.0, max_users: int = 100_000) -> None:
         self._loader = loader
         self.ttl_s = ttl_s
@@ -214,6 +218,7 @@ class UserSettingsCache:
         self._warned: set[uuid.UUID] = set()
         self.queries = 0
         self.failures = 0
+        self._retry_at = 0.0
 
     def get_many(
         self, user_ids: Collection[uuid.UUID], loader: Loader | None = None
@@ -234,17 +239,21 @@ class UserSettingsCache:
         if not missing:
             return out
         try:
+            if loader is None and now < self._retry_at:
+                raise TimeoutError("an earlier load failed moments ago")
             raw = (loader or self._loader)(sorted(missing))
         except Exception as exc:
             with self._lock:
                 self.failures += 1
+                self._retry_at = time.monotonic() + self.RETRY_AFTER_S
                 for uid in missing:
                     hit = self._entries.get(uid)
                     if hit is not None:
                         out[uid] = hit[1]
-            logger.warning(
-                "otel-pg-exporter: user settings not loaded (%s); using cached values", type(exc).__name__
-            )
+            if not isinstance(exc, TimeoutError):
+                logger.warning(
+                    "otel-pg-exporter: user settings not loaded (%s); using cached values", type(exc).__name__
+                )
             return out
         loaded = {uid: parse_observability(raw.get(uid)) for uid in missing}
         with self._lock:

@@ -603,7 +603,14 @@ class SpanWriter:
         if cur is not None:
             with cur.connection.transaction():
                 return self._load_observability(cur, user_ids)
-        with self._connection(self._transaction_timeout_s) as conn, conn.transaction(), conn.cursor() as own:
+        # a short wait: a lookup must not hold up the batch when the pool is exhausted or down
+        wait = min(2.0, self._transaction_timeout_s / 4)
+        with (
+            self._connection(wait) as conn,
+            _watchdog(conn, wait * 2),
+            conn.transaction(),
+            conn.cursor() as own,
+        ):
             self._begin(own)
             return self._load_observability(own, user_ids)
 
