@@ -171,6 +171,7 @@ def test_span_content_is_never_overwritten_by_logs(
     log_exporter.export(records)
     again = span_row(db_dsn, span)
     assert again["inputs"] == row["inputs"] and again["outputs"] == row["outputs"]
+    assert again["metadata"]["logs"]["superseded"] is True
 
 
 def test_evaluations_and_logged_exceptions(

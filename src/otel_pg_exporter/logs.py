@@ -337,7 +337,7 @@ def _merge_messages(
         order, messages = [], []
     elif not isinstance(order, list) or not isinstance(messages, list) or len(messages) != len(order):
         # the span carried its own messages (or they were truncated): never replaced by logs
-        logs["superseded"] = logs.get("superseded", 0) + len(items)
+        logs["superseded"] = True
         return column, 0
     merged: list[tuple[int, str, Any]] = [(o[0], o[1], m) for o, m in zip(order, messages, strict=True)]
     seen = {k for _, k, _ in merged}
