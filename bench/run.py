@@ -32,7 +32,7 @@ from otel_pg_exporter import PostgresSpanExporter, install_schema
 from otel_pg_exporter.records import EncodedSpan
 from otel_pg_exporter.writer import SPAN_COLUMNS
 
-from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans
+from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans, prebuilt_spans_and_logs
 
 BATCH = 512
 TARGETS = {
@@ -52,6 +52,7 @@ SIZES = {
         "growth_traces": 2500,
         "profile_traces": 2500,
         "retention": (1_000_000, 200_000, 1000),
+        "log_traces": 3000,
     },
     "smoke": {
         "e2e_traces": 50,
@@ -61,6 +62,7 @@ SIZES = {
         "growth_traces": 50,
         "profile_traces": 50,
         "retention": (4000, 800, 100),
+        "log_traces": 40,
     },
 }
 
@@ -359,7 +361,45 @@ def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
     return out
 
 
-# -- 6. retention ---------------------------------------------------------------------------------
+# -- 6. log records ------------------------------------------------------------------------------
+
+
+def log_merge(dsn: str, traces: int, payload: int) -> dict[str, Any]:
+    """Content arriving as log records: the cost of merging it into span rows, against the cost of
+    the same content on the spans, in both arrival orders."""
+    from otel_pg_exporter import PostgresLogExporter
+
+    out: dict[str, Any] = {"traces": traces}
+    for order in ("spans_first", "logs_first"):
+        truncate(dsn)
+        spans, records = prebuilt_spans_and_logs(traces, payload)
+        exporter = PostgresSpanExporter(dsn, spool_dir="off")
+        logs = PostgresLogExporter(span_exporter=exporter)
+        timings = {"spans": 0.0, "logs": 0.0}
+        steps = [("spans", exporter, batches(spans)), ("logs", logs, batches(records))]
+        for kind, exp, parts in steps if order == "spans_first" else steps[::-1]:
+            started = time.perf_counter()
+            for part in parts:
+                exp.export(part)
+            timings[kind] = time.perf_counter() - started
+        stats = exporter.stats()
+        logs.shutdown()
+        exporter.shutdown()
+        with psycopg.connect(dsn) as conn:
+            with_content = conn.execute(
+                "SELECT count(*) FROM spans WHERE span_type = 'llm' AND jsonb_array_length(inputs -> 'messages') = 2"
+            ).fetchone()[0]
+        out[order] = {
+            "records": len(records),
+            "records_per_s": round(len(records) / timings["logs"]),
+            "spans_per_s": round(len(spans) / timings["spans"]),
+            "llm_rows_with_content": with_content,
+            "fragments_merged": stats.get("log_fragments_merged", 0),
+        }
+    return out
+
+
+# -- 7. retention ---------------------------------------------------------------------------------
 
 
 def retention(dsn: str, old_spans: int, young_spans: int, chunk: int) -> dict[str, Any]:
@@ -430,7 +470,7 @@ def retention(dsn: str, old_spans: int, young_spans: int, chunk: int) -> dict[st
     }
 
 
-# -- 7. profile -----------------------------------------------------------------------------------
+# -- 8. profile -----------------------------------------------------------------------------------
 
 
 def profile_writer(dsn: str, spans: list[Any], top: int = 15) -> list[dict[str, Any]]:
@@ -494,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--payload", type=int, default=500, help="bytes of input and of output per LLM span")
     parser.add_argument("--conventions", default="otel", help="comma list of otel,oi,tl (cycled per trace)")
     parser.add_argument(
-        "--skip", default="", help="comma list of phases to skip: e2e,writer,memory,growth,profile,retention"
+        "--skip",
+        default="",
+        help="comma list of phases to skip: e2e,writer,memory,growth,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -504,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(","))) | ({"retention"} if args.retention else set())
     if only:
-        skip |= {"e2e", "writer", "memory", "growth", "profile", "retention"} - only
+        skip |= {"e2e", "writer", "memory", "growth", "profile", "logs", "retention"} - only
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every phase, so a long run that dies keeps what it measured
@@ -556,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "growth" not in skip:
             results["growth"] = growth(dsn, size["growth"], size["growth_traces"])
+            save()
+        if "logs" not in skip:
+            results["logs"] = log_merge(dsn, size["log_traces"], args.payload)
             save()
         if "retention" not in skip:
             results["retention"] = retention(dsn, *size["retention"])
@@ -629,6 +674,17 @@ def report(r: dict[str, Any]) -> None:
             r["growth_ratio"] = ratio
             rows.append(
                 (f"growth {int(keys[-1]):,} vs empty", f"{ratio:.2f}", verdict("growth_1m_vs_empty", ratio))
+            )
+    if "logs" in r:
+        lg = r["logs"]
+        for order in ("spans_first", "logs_first"):
+            v = lg[order]
+            rows.append(
+                (
+                    f"log records merged, {order.replace('_', ' ')}",
+                    f"{v['records_per_s']:,} records/s (spans {v['spans_per_s']:,}/s)",
+                    f"{v['llm_rows_with_content']}/{lg['traces']} rows complete",
+                )
             )
     if "retention" in r:
         rt = r["retention"]

@@ -110,3 +110,47 @@ def prebuilt_spans(
     spans = list(memory.get_finished_spans())
     provider.shutdown()
     return spans
+
+
+def prebuilt_spans_and_logs(traces: int, payload: int = 500) -> tuple[list[ReadableSpan], list[Any]]:
+    """Traces whose LLM span carries no content; the content is in log records, as the OTel contrib
+    instrumentations emit it by default (system + user message, one choice), made by a real
+    LoggerProvider inside the real span."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    log_memory = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_memory))
+    tracer, logger = provider.get_tracer("bench"), logger_provider.get_logger("bench")
+    for i in range(traces):
+        with (
+            tracer.start_as_current_span(f"agent {i % 7}"),
+            tracer.start_as_current_span(
+                "chat gpt-4o-mini",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.usage.input_tokens": 120,
+                    "gen_ai.usage.output_tokens": 40,
+                },
+            ),
+        ):
+            logger.emit(event_name="gen_ai.system.message", body={"content": "You are a weather bot."})
+            logger.emit(event_name="gen_ai.user.message", body={"content": _text(payload, i)})
+            logger.emit(
+                event_name="gen_ai.choice",
+                body={
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": _text(payload, i + 1)},
+                },
+            )
+    spans, records = list(memory.get_finished_spans()), list(log_memory.get_finished_logs())
+    provider.shutdown()
+    logger_provider.shutdown()
+    return spans, records

@@ -32,6 +32,8 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     assert result["scrub"]["with_scrubbing"] > 0 and result["scrub"]["without_scrubbing"] > 0
     assert result["profile"] and "function" in result["profile"][0]
     assert "end to end ratio" in proc.stdout and "writer vs naive" in proc.stdout
+    for order in ("spans_first", "logs_first"):  # every LLM row got its logged content, either order
+        assert result["logs"][order]["llm_rows_with_content"] == result["logs"]["traces"]
     rt = result["retention"]
     assert rt["old_spans_left"] == 0 and rt["spans_removed"] == rt["old_spans"]
     assert rt["export_during_ms"]["n"] > 0 and rt["exporter_failed_batches"] == 0
