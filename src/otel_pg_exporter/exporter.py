@@ -71,10 +71,10 @@ ATTEMPT_MIN_S = 0.5
 #: How often the replayer looks for spool segments left by other (crashed) processes.
 RESCAN_S = 30.0
 
-#: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
 #: How many trace → user associations are remembered across batches (for per-user settings).
 TRACE_USERS_MAX = 65_536
 
+#: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
 RECOMMENDED_BSP: dict[str, tuple[int, str]] = {
     "max_queue_size": (8192, "OTEL_BSP_MAX_QUEUE_SIZE"),
     "schedule_delay_millis": (1000, "OTEL_BSP_SCHEDULE_DELAY"),
@@ -167,7 +167,6 @@ class PostgresSpanExporter(SpanExporter):
             if s.user_settings
             else None
         )
-        self._needs_users = s.user_settings
         self._state = _StateLog(describe(s.dsn))
         self._telemetry = ExporterTelemetry()
         self._forwarder: Forwarder | None = None
@@ -307,7 +306,10 @@ class PostgresSpanExporter(SpanExporter):
         Content is kept or dropped per trace, by its user's settings when the user is known."""
         return self._encode(spans)[0]
 
-    def _encode(self, spans: Sequence[ReadableSpan]) -> tuple[list[EncodedSpan], dict[uuid.UUID, uuid.UUID]]:
+    def _encode(
+        self, spans: Sequence[ReadableSpan]
+    ) -> tuple[list[EncodedSpan], dict[uuid.UUID, uuid.UUID], dict[uuid.UUID, UserObservability]]:
+        """``encode``, plus each trace's user and the users' settings (for forwarding)."""
         mapped: list[tuple[ReadableSpan, SpanRecord | None, Exception | None]] = []
         for span in spans:
             try:
@@ -317,8 +319,12 @@ class PostgresSpanExporter(SpanExporter):
                 mapped.append((span, record, None))
             except Exception as exc:
                 mapped.append((span, None, exc))
-        users = self.trace_users([r for _, r, _ in mapped if r is not None]) if self._needs_users else {}
-        allowed = self._content_by_trace(users)
+        users: dict[uuid.UUID, uuid.UUID] = {}
+        if self._user_settings is not None:
+            users = self.trace_users([r for _, r, _ in mapped if r is not None])
+        settings = self.user_observability(set(users.values()))
+        glob = self._limits.capture_content
+        allowed = {tid: content_allowed(glob, settings.get(uid)) for tid, uid in users.items()}
         encoded: list[EncodedSpan] = []
         for span, record, error in mapped:
             if record is not None:
@@ -345,7 +351,7 @@ class PostgresSpanExporter(SpanExporter):
             else:
                 self._telemetry.add("dropped", 1, reason="invalid_span")
         self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
-        return encoded, users
+        return encoded, users, settings
 
     # -- per-user settings -------------------------------------------------------------------------
 
@@ -380,23 +386,20 @@ class PostgresSpanExporter(SpanExporter):
             return self._user_settings.get_many(user_ids, loader=_no_loading)
         return self._user_settings.get_many(user_ids)
 
-    def _content_by_trace(self, users: dict[uuid.UUID, uuid.UUID]) -> dict[uuid.UUID, bool]:
-        if self._user_settings is None or not users:
-            return {}
-        settings = self.user_observability(set(users.values()))
-        glob = self._limits.capture_content
-        return {tid: content_allowed(glob, settings.get(uid)) for tid, uid in users.items()}
-
     def _limits_for(self, allowed: bool | None) -> Limits:
         if allowed is None or allowed == self._limits.capture_content:
             return self._limits
         return self._limits_flipped
 
-    def _forward(self, spans: Sequence[ReadableSpan], users: dict[uuid.UUID, uuid.UUID]) -> None:
+    def _forward(
+        self,
+        spans: Sequence[ReadableSpan],
+        users: dict[uuid.UUID, uuid.UUID],
+        settings: dict[uuid.UUID, UserObservability],
+    ) -> None:
         """Each trace's spans to its user's LangSmith / Langfuse (queued; never raises)."""
         assert self._forwarder is not None
         try:
-            settings = self.user_observability(set(users.values()))
             glob = self._limits.capture_content
 
             def targets_of(tid: uuid.UUID) -> tuple[tuple[ForwardTarget, ...], bool] | None:
@@ -450,9 +453,9 @@ class PostgresSpanExporter(SpanExporter):
         t.add("log_fragments_dropped", report.merge_dropped)
 
     def _export(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
-        encoded, users = self._encode(spans)
+        encoded, users, settings = self._encode(spans)
         if self._forwarder is not None:
-            self._forward(spans, users)
+            self._forward(spans, users, settings)
         if not encoded:
             return SpanExportResult.SUCCESS, "empty"
         return self._deliver(encoded)
