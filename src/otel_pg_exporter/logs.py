@@ -96,7 +96,8 @@ def event_name_of(record: Any) -> str | None:
     return None
 
 
-def _message(event: str, body: Any, role: str | None) -> Any:
+def _message(body: Any, role: str | None) -> Any:
+    """One message from a record body; the role comes from the event name when the body has none."""
     message = _plain(body)
     if isinstance(message, str):
         parsed, ok = parse_json_lenient(message)
@@ -139,7 +140,7 @@ def map_log_records(batch: Iterable[Any]) -> LogBatch:
         items: list[tuple[str, Any]] = []
         if event in cv.LOG_MESSAGE_EVENTS:
             side, role = cv.LOG_MESSAGE_EVENTS[event]
-            items.append((side, _message(event, record.body, role)))
+            items.append((side, _message(record.body, role)))
         elif event in cv.LOG_LIST_EVENTS:
             body = _plain(record.body) if isinstance(record.body, Mapping) else {}
             done: set[str] = set()
