@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -106,6 +107,12 @@ class _StateLog:
             logger.error("otel-pg-exporter: %s (%s): %s", state, self._target, message)
 
 
+def _call_if_alive(method: weakref.WeakMethod[Any]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
+
+
 def _no_loading(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
     raise TimeoutError("the database is down: no settings lookup")
 
@@ -188,6 +195,10 @@ class PostgresSpanExporter(SpanExporter):
         self._wake = threading.Event()
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
+        self._fork_orphans: list[Any] = []
+        if hasattr(os, "register_at_fork"):
+            method = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(method))
         self.spool: Spool | None = None
         if s.spool_enabled:
             root = Path(s.spool_dir) if s.spool_dir else default_spool_root()
@@ -276,6 +287,27 @@ class PostgresSpanExporter(SpanExporter):
         if self.spool is not None:
             self.spool.close()
         self._pool.close(timeout=max(0.5, self._shutdown_deadline - time.monotonic()))
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (gunicorn, multiprocessing): the parent's threads do not exist here, and
+        its pooled connections, spool segment and forwarding sessions are the parent's. Start with
+        our own. The parent's objects are kept referenced, never closed: closing a connection from
+        here would end the parent's session."""
+        self._fork_orphans.append((self._pool, self._forwarder))
+        self._pool_lock = threading.Lock()
+        self._trace_users_lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
+        self._replayer_lock = threading.Lock()
+        self._replayer = None
+        self._wake = threading.Event()
+        self._telemetry.after_fork()
+        if self._user_settings is not None:
+            self._user_settings.after_fork()
+        if self.spool is not None:
+            self.spool.after_fork()
+        if self._forwarder is not None:
+            self._forwarder = self._forwarder.fresh()
+        self._pool = self._new_pool()
 
     # -- introspection ------------------------------------------------------------------------------
 

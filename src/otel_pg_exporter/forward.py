@@ -161,6 +161,18 @@ class Forwarder:
                         self._inflight -= 1
                     self._count("forward_dropped", len(dropped[1]))
 
+    def fresh(self) -> Forwarder:
+        """A new forwarder with the same settings, for a forked child (the worker thread and the
+        HTTP sessions are the parent's)."""
+        return Forwarder(
+            self._count,
+            timeout_s=self._timeout_s,
+            queue_batches=self._queue.maxsize,
+            pending_s=self._pending_s,
+            pending_max_spans=self._pending_max,
+            max_targets=self._max_targets,
+        )
+
     # -- sending -----------------------------------------------------------------------------------
 
     def _exporter_for(self, target: ForwardTarget) -> Any:

@@ -222,6 +222,7 @@ class Spool:
         self._active: BinaryIO | None = None
         self._active_path: Path | None = None
         self._active_size = 0
+        self._orphan: BinaryIO | None = None
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -260,6 +261,15 @@ class Spool:
             if self._active_size == 0 and self._active_path is not None:
                 with contextlib.suppress(OSError):
                     self._active_path.unlink()
+        self._active, self._active_path, self._active_size = None, None, 0
+
+    def after_fork(self) -> None:
+        """In a forked child: the active segment is the parent's (its lock too). Forget it without
+        closing it for the parent, removing it or flushing it: the child starts its own."""
+        self._lock = threading.Lock()
+        # kept open, unused: every append was flushed, so closing it at exit writes nothing, and the
+        # parent's descriptor keeps the segment's lock
+        self._orphan = self._active
         self._active, self._active_path, self._active_size = None, None, 0
 
     def seal(self) -> None:

@@ -70,6 +70,10 @@ class ExporterTelemetry:
             attrs = {**self._attrs, "error.type": reason} if reason else self._attrs
             self._counters[key].add(value, attrs)
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held it at the fork)."""
+        self._lock = threading.Lock()
+
     def inflight(self, delta: int) -> None:
         self._inflight.add(delta, self._attrs)
 

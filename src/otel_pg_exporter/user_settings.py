@@ -220,6 +220,10 @@ class UserSettingsCache:
         self.failures = 0
         self._retry_at = 0.0
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock; the cached settings stay valid."""
+        self._lock = threading.Lock()
+
     def get_many(
         self, user_ids: Collection[uuid.UUID], loader: Loader | None = None
     ) -> dict[uuid.UUID, UserObservability]:
