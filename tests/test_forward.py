@@ -42,7 +42,7 @@ class OtlpReceiver:
                         "attributes": [{a.key for a in s.attributes} for s in spans],
                     }
                 )
-                self.send_response(200)
+                self.send_response(401 if self.path.startswith("/dead") else 200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -245,3 +245,25 @@ def test_keys_can_live_in_supabase_vault(make_database: Any, receiver: OtlpRecei
             "SELECT count(*) FROM spans WHERE metadata::text LIKE %s", (f"%{key}%",)
         ).fetchone()
     assert row == (0,)
+
+
+def test_a_failing_target_rests_and_does_not_hold_up_the_others(db_dsn: str, receiver: OtlpReceiver) -> None:
+    revoked = make_user(
+        db_dsn, {"langsmith": {"api_key": "lsv2_pt_revoked", "endpoint": receiver.url + "/dead"}}
+    )
+    fine = make_user(db_dsn, {"langsmith": {"api_key": "lsv2_pt_fine", "endpoint": receiver.url + "/ok"}})
+    capture = Capture()
+    exporter = PostgresSpanExporter(db_dsn, spool_dir="off", forward=True)
+    try:
+        for _ in range(2):
+            user_trace(capture, revoked)
+            user_trace(capture, fine)
+            exporter.export(capture.take())
+            assert exporter.force_flush(10_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    dead = [r for r in receiver.requests if r["path"].startswith("/dead")]
+    assert len(dead) == 1  # refused once (401), then left alone for a while
+    assert stats["forward_spans_failed"] == 3 and stats["forward_spans_skipped"] == 3
+    assert stats["forward_spans_sent"] == 6

@@ -30,6 +30,10 @@ from .user_settings import ForwardTarget
 
 logger = logging.getLogger("otel_pg_exporter")
 
+#: How long a target that failed is left alone: doubling from the first to the second.
+REST_MIN_S = 30.0
+REST_MAX_S = 600.0
+
 #: Counter callback: (stats key, value).
 Count = Callable[[str, int], None]
 
@@ -78,6 +82,8 @@ class Forwarder:
         self._timeout_s = timeout_s
         self._queue: queue.Queue[tuple[ForwardTarget, list[ReadableSpan]] | None] = queue.Queue(queue_batches)
         self._exporters: OrderedDict[ForwardTarget, Any] = OrderedDict()
+        #: targets that failed: (rest until, current rest length); only the worker thread uses it
+        self._resting: dict[ForwardTarget, tuple[float, float]] = {}
         self._max_targets = max_targets
         self._pending: OrderedDict[uuid.UUID, tuple[float, list[ReadableSpan]]] = OrderedDict()
         self._pending_spans = 0
@@ -194,17 +200,32 @@ class Forwarder:
             if item is None:
                 return
             target, spans = item
-            try:
-                result = self._exporter_for(target).export(spans)
-                ok = getattr(result, "name", "") == "SUCCESS"
-            except Exception as exc:  # never let one target stop the worker
-                ok = False
-                logger.warning(
-                    "otel-pg-exporter: forwarding to %s failed: %s", target.service, type(exc).__name__
-                )
-            self._count("forward_spans_sent" if ok else "forward_spans_failed", len(spans))
+            if time.monotonic() < self._resting.get(target, (0.0, 0.0))[0]:
+                outcome = "forward_spans_skipped"  # failed moments ago: do not hold up the others
+            else:
+                outcome = "forward_spans_sent" if self._send(target, spans) else "forward_spans_failed"
+            self._count(outcome, len(spans))
             with self._lock:
                 self._inflight -= 1
+
+    def _send(self, target: ForwardTarget, spans: list[ReadableSpan]) -> bool:
+        """One export to one target. A failure rests the target (30 s, doubling up to 10 min), so a
+        user's dead endpoint or revoked key costs the shared worker one attempt per rest."""
+        try:
+            ok = getattr(self._exporter_for(target).export(spans), "name", "") == "SUCCESS"
+        except Exception as exc:  # never let one target stop the worker
+            ok = False
+            logger.warning(
+                "otel-pg-exporter: forwarding to %s failed: %s", target.service, type(exc).__name__
+            )
+        if ok:
+            self._resting.pop(target, None)
+        else:
+            delay = min(REST_MAX_S, self._resting.get(target, (0.0, REST_MIN_S / 2))[1] * 2)
+            self._resting[target] = (time.monotonic() + delay, delay)
+            while len(self._resting) > self._max_targets:
+                self._resting.pop(next(iter(self._resting)))
+        return ok
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued has been sent (or the timeout passes)."""
