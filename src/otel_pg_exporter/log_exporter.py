@@ -42,8 +42,13 @@ class PostgresLogExporter(LogRecordExporter):  # type: ignore[misc,valid-type]
     ) -> None:
         if span_exporter is not None and (dsn is not None or options):
             raise TypeError("pass either span_exporter or dsn/options, not both")
-        self._core = span_exporter if span_exporter is not None else PostgresSpanExporter(dsn, **options)
-        self._token = self._core.retain() if span_exporter is not None else None
+        self._token: object | None = None
+        if span_exporter is None:
+            # a core of our own never forwards: forwarding sends spans, the span exporter does that
+            span_exporter = PostgresSpanExporter(dsn, **{"forward": False, **options})
+        else:
+            self._token = span_exporter.retain()
+        self._core = span_exporter
         self._shut = False
 
     @property
