@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -83,3 +85,19 @@ def chat_attributes(input_tokens: int, output_tokens: int | None = None, **extra
     if output_tokens is not None:
         attrs["gen_ai.usage.output_tokens"] = output_tokens
     return {**attrs, **extra}
+
+
+def app_env(db_dsn: str, **extra: str) -> dict[str, str]:
+    """Environment of an application subprocess: no inherited OTEL_* settings, the exporter's DSN,
+    no metrics or logs exporter unless ``extra`` asks for one, the tests folder importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {
+            "OTEL_EXPORTER_POSTGRES_DSN": db_dsn,
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "PYTHONPATH": str(Path(__file__).resolve().parent),
+        },
+        **extra,
+    )
+    return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,9 +15,7 @@ import pytest
 from otel_pg_exporter import ConfigurationError, PostgresSpanExporter, span_uuid, trace_uuid
 from otel_pg_exporter.fakeai import FakeOpenAI
 from otel_pg_exporter.mapping import map_span
-from support import Capture, fetch_spans, fetch_trace
-
-TESTS = Path(__file__).parent
+from support import Capture, app_env, fetch_spans, fetch_trace
 
 
 def test_span_uuid_is_deterministic_and_trace_scoped() -> None:
@@ -199,20 +196,6 @@ def test_real_openai_instrumentation_against_a_fake_provider(db_dsn, exporter) -
     assert "sk-test" not in str(rows)
 
 
-def _env(db_dsn: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        {
-            "OTEL_EXPORTER_POSTGRES_DSN": db_dsn,
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "PYTHONPATH": str(TESTS),
-        },
-        **extra,
-    )
-    return env
-
-
 def test_zero_code_opentelemetry_instrument(db_dsn, tmp_path) -> None:
     run_id = uuid.uuid4().hex
     app = tmp_path / "app.py"
@@ -233,7 +216,7 @@ def test_zero_code_opentelemetry_instrument(db_dsn, tmp_path) -> None:
     bindir = Path(sys.executable).parent
     proc = subprocess.run(
         [str(bindir / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=_env(
+        env=app_env(
             db_dsn,
             OTEL_TRACES_EXPORTER="postgres",
             OTEL_SERVICE_NAME="zero-code-svc",
@@ -280,7 +263,7 @@ def test_configure_one_liner(db_dsn, tmp_path) -> None:
     """)
     )
     proc = subprocess.run(
-        [sys.executable, str(app)], env=_env(db_dsn), capture_output=True, text=True, timeout=120
+        [sys.executable, str(app)], env=app_env(db_dsn), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     with psycopg.connect(db_dsn) as conn:

@@ -6,7 +6,6 @@ Log records are made by a real SDK ``LoggerProvider`` inside real spans, or by t
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,9 +21,7 @@ from faults import TcpProxy
 from otel_pg_exporter import PostgresLogExporter, PostgresSpanExporter
 from otel_pg_exporter.fakeai import FakeOpenAI
 from otel_pg_exporter.logs import map_log_records
-from support import Capture, chat_attributes, fetch_spans, fetch_trace, messages, span_row
-
-TESTS = Path(__file__).resolve().parent
+from support import Capture, app_env, chat_attributes, fetch_spans, fetch_trace, messages, span_row
 
 
 def emit(capture: Capture, event: str, body: Any = None, ts: int | None = None, **attributes: Any) -> None:
@@ -376,15 +373,6 @@ def test_real_openai_v2_latest_mode_event_only(
     assert fetch_trace(db_dsn, tid)["query"] == "Weather in Paris?"
 
 
-def _env(db_dsn: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        {"OTEL_EXPORTER_POSTGRES_DSN": db_dsn, "OTEL_METRICS_EXPORTER": "none", "PYTHONPATH": str(TESTS)},
-        **extra,
-    )
-    return env
-
-
 def _app(tmp_path: Path, body: str) -> Path:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(body))
@@ -421,7 +409,7 @@ def test_zero_code_otel_logs_exporter_postgres(db_dsn: str, tmp_path: Path) -> N
     )
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=_env(
+        env=app_env(
             db_dsn,
             OTEL_TRACES_EXPORTER="postgres",
             OTEL_LOGS_EXPORTER="postgres",
@@ -461,7 +449,7 @@ def test_configure_wires_spans_and_logs(db_dsn: str, tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         [sys.executable, str(app)],
-        env=_env(db_dsn, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="EVENT_ONLY"),
+        env=app_env(db_dsn, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="EVENT_ONLY"),
         capture_output=True,
         text=True,
         timeout=120,
