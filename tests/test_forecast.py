@@ -28,16 +28,26 @@ def history_db(make_database) -> str:
     return dsn
 
 
-def _load(dsn: str, days: int, noise: float, workflow: str = "support", seed: int = 7) -> None:
-    """One trace a day whose LLM call reports that day's cost, exported through the SDK."""
+def _load(
+    dsn: str,
+    days: int,
+    noise: float,
+    workflow: str = "support",
+    seed: int = 7,
+    user: str | None = None,
+    scale: float = 1.0,
+) -> None:
+    """One trace a day whose LLM call reports that day's cost (times ``scale``), exported through the
+    SDK; ``user`` goes on the root as ``user.id``."""
     rng = random.Random(seed)
     capture = Capture()
     start = AS_OF - timedelta(days=days)
     for x in range(days):
         day = start + timedelta(days=x)
-        cost = _true_cost(x, day) * (1 + rng.gauss(0, noise))
+        cost = scale * _true_cost(x, day) * (1 + rng.gauss(0, noise))
         ns = int(datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc).timestamp() * 1e9)
-        root = capture.tracer.start_span("run", start_time=ns, attributes={"gen_ai.workflow.name": workflow})
+        root_attrs = {"gen_ai.workflow.name": workflow, **({"user.id": user} if user else {})}
+        root = capture.tracer.start_span("run", start_time=ns, attributes=root_attrs)
         from opentelemetry.trace import set_span_in_context
 
         child = capture.tracer.start_span(
@@ -120,3 +130,39 @@ def test_budget_breach_and_forecast_breach_notify(history_db) -> None:
         notes = [json.loads(n.payload) for n in conn.notifies(timeout=2, stop_after=2)]
     assert [(s[1], s[2]) for s in status] == [(True, False), (False, True), (False, False)]
     assert sorted(n["kind"] for n in notes) == ["breach", "forecast_breach"]
+
+
+def test_workflow_and_user_budgets_count_only_their_own_spend(history_db) -> None:
+    """Two workflows of two users: each scoped budget sits between its own spend and everyone's, so
+    it holds only while the scope filter works."""
+    alice, bob = "00000000-0000-4000-8000-00000000a11c", "00000000-0000-4000-8000-0000000000b0"
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO profiles (id) VALUES (%s), (%s)", (alice, bob))
+    _load(history_db, 28, noise=0, workflow="support", user=alice)
+    _load(history_db, 28, noise=0, workflow="sales", user=bob, scale=3.0, seed=8)
+    with psycopg.connect(history_db, autocommit=True) as conn:
+
+        def mtd(workflow: str) -> Decimal:
+            # forecast_month_end counts the days before its date, check_budgets through its date
+            return conn.execute(
+                "SELECT month_to_date FROM forecast_month_end(%s, %s)", (workflow, AS_OF + timedelta(days=1))
+            ).fetchone()[0]
+
+        support, sales = mtd("support"), mtd("sales")
+        assert support > 0 and sales > support
+        conn.execute(
+            "INSERT INTO otel_budgets (scope, scope_value, monthly_limit) VALUES "
+            "('workflow', 'support', %s), ('workflow', 'sales', %s), ('user', %s, %s), ('user', %s, %s)",
+            (support + sales / 2, sales / 2, alice, support + sales / 2, bob, sales / 2),
+        )
+        status = conn.execute(
+            "SELECT scope, scope_value, month_to_date, breached FROM check_budgets(%s) ORDER BY budget_id",
+            (AS_OF,),
+        ).fetchall()
+    assert [(s[0], s[1], s[3]) for s in status] == [
+        ("workflow", "support", False),
+        ("workflow", "sales", True),
+        ("user", alice, False),
+        ("user", bob, True),
+    ]
+    assert status[0][2] == status[2][2] == support and status[1][2] == status[3][2] == sales

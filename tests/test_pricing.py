@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from decimal import Decimal
 
+import psycopg
 import pytest
 from genai_prices import Usage, calc_price
 
-from otel_pg_exporter import PostgresSpanExporter
+from otel_pg_exporter import PostgresSpanExporter, trace_uuid
 from support import fetch_spans, fetch_trace
 
 MIXES = {
@@ -137,3 +139,122 @@ def test_price_lookups_are_cached(db_dsn, capture) -> None:
         assert exporter.pricer.lookups == 1
     finally:
         exporter.shutdown()
+
+
+def _chat_at(capture, model: str, provider: str, tokens: dict[str, int], at: datetime) -> int:
+    """A chat span that started at ``at`` (UTC)."""
+    ns = int(at.timestamp() * 1e9)
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        **{ATTR[k]: v for k, v in tokens.items()},
+    }
+    span = capture.tracer.start_span("chat", start_time=ns, attributes=attrs)
+    span.end(end_time=ns + 10**9)
+    return span.get_span_context().trace_id
+
+
+def _expected(model: str, provider_id: str, tokens: dict[str, int], at: datetime) -> Decimal:
+    usage = Usage(
+        input_tokens=tokens.get("input", 0),
+        output_tokens=tokens.get("output", 0),
+        cache_read_tokens=tokens.get("cache_read"),
+        cache_write_tokens=tokens.get("cache_write"),
+    )
+    price = calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at).total_price
+    return Decimal(str(price)).quantize(Decimal("0.000001"))
+
+
+def test_a_call_without_usage_is_no_usage_not_unpriced(db_dsn, exporter, capture) -> None:
+    """A refused or rate-limited call reports no tokens: nothing known to bill, and the price list is
+    not to blame. The daily view and the report count it apart from unpriced models."""
+    from otel_pg_exporter.report import build_report, render_text
+
+    at = datetime(2026, 3, 3, 12, tzinfo=timezone.utc)
+    refused = _chat_at(capture, "gpt-4o-mini", "openai", {}, at)
+    unknown = _chat_at(capture, "my-private-model-v7", "openai", MIXES["plain"], at)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    assert fetch_spans(db_dsn, refused)["chat"]["metadata"]["cost"] == {"status": "no_usage"}
+    assert fetch_spans(db_dsn, unknown)["chat"]["metadata"]["cost"]["status"] == "unpriced"
+    with psycopg.connect(db_dsn) as conn:
+        rows = conn.execute(
+            "SELECT model, unpriced_calls, no_usage_calls FROM otel_daily_costs WHERE day = %s ORDER BY 1",
+            (at.date(),),
+        ).fetchall()
+    assert rows == [("gpt-4o-mini", 0, 1), ("my-private-model-v7", 1, 0)]
+    text = render_text(build_report(db_dsn, days=1, horizon=1, as_of=at.date()))
+    unpriced, no_usage = text.split("unpriced models")[1].split("calls without token usage")
+    assert "my-private-model-v7" in unpriced and "gpt-4o-mini" not in unpriced
+    assert "gpt-4o-mini" in no_usage.split("budgets")[0]
+
+
+def test_rows_stored_before_no_usage_existed_count_as_no_usage(db_dsn, exporter, capture) -> None:
+    at = datetime(2026, 3, 4, 12, tzinfo=timezone.utc)
+    tid = _chat_at(capture, "gpt-4o-mini", "openai", {}, at)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    legacy = {"status": "unpriced", "reason": "no token usage on the span"}  # what 0.1 stored
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE spans SET metadata = jsonb_set(metadata, '{cost}', %s) WHERE trace_id = %s",
+            (psycopg.types.json.Jsonb(legacy), trace_uuid(tid)),
+        )
+        row = conn.execute(
+            "SELECT unpriced_calls, no_usage_calls FROM otel_daily_costs WHERE day = %s", (at.date(),)
+        ).fetchone()
+    assert row == (0, 1)
+
+
+def test_price_at_the_span_start_day_and_hour(db_dsn, exporter, capture) -> None:
+    """deepseek-v4-flash changed its price on 2026-08-17 and 2026-09-10 and costs more at peak hours
+    (genai-prices' data): every span is billed at the price of its own start, even when a cached
+    look-up of the same model and day came first."""
+    tokens = {"input": 1_000_000, "output": 100_000}
+    starts = [
+        datetime(2026, 8, 1, 12, tzinfo=timezone.utc),
+        datetime(2026, 8, 20, 12, tzinfo=timezone.utc),
+        datetime(2026, 9, 20, 12, tzinfo=timezone.utc),  # off-peak first: the day's price is cached
+        datetime(2026, 9, 20, 2, 30, tzinfo=timezone.utc),  # peak hour of the same day
+    ]
+    ids = [_chat_at(capture, "deepseek-v4-flash", "deepseek", tokens, at) for at in starts]
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    costs = [fetch_spans(db_dsn, tid)["chat"]["cost"] for tid in ids]
+    assert costs == [_expected("deepseek-v4-flash", "deepseek", tokens, at) for at in starts]
+    assert len(set(costs)) == 4, costs  # four different prices, not one cached for all
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "price_provider"),
+    [
+        ("azure.ai.openai", "gpt-4o-mini", "azure"),
+        ("aws.bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "aws"),
+        ("gcp.gemini", "gemini-2.0-flash", "google"),
+        ("gcp.vertex_ai", "gemini-2.0-flash", "google"),
+    ],
+)
+def test_cloud_providers_are_priced_from_their_own_price_lists(
+    db_dsn, exporter, capture, provider, model, price_provider
+) -> None:
+    at = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    tid = _chat_at(capture, model, provider, MIXES["plain"], at)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    row = fetch_spans(db_dsn, tid)["chat"]
+    assert row["metadata"]["cost"]["status"] == "computed"
+    assert row["metadata"]["cost"]["price"]["provider"] == price_provider
+    assert row["cost"] == _expected(model, price_provider, MIXES["plain"], at)
+
+
+def test_exclusive_token_counts_are_made_inclusive_and_billed_once(db_dsn, exporter, capture) -> None:
+    """A provider-style count (input excludes the cache: cache_read 800 > input 200) gets the cache
+    added back, the original noted; tokens, cost and the trace total use the inclusive figure."""
+    at = datetime(2026, 6, 2, 12, tzinfo=timezone.utc)
+    tid = _chat_at(capture, "gpt-4o-mini", "openai", {"input": 200, "output": 50, "cache_read": 800}, at)
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    row = fetch_spans(db_dsn, tid)["chat"]
+    assert row["tokens"]["input"] == 1000 and row["tokens"]["cache_read"] == 800
+    assert row["tokens"]["total"] == 1050
+    assert row["metadata"]["token_notes"]
+    inclusive = {"input": 1000, "output": 50, "cache_read": 800}
+    assert row["cost"] == _expected("gpt-4o-mini", "openai", inclusive, at)
+    trace = fetch_trace(db_dsn, tid)
+    assert trace["total_tokens"]["input"] == 1000 and trace["total_cost"] == row["cost"]

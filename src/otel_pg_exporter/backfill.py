@@ -82,7 +82,7 @@ def recompute_costs(
                 meta = dict(row["metadata"] or {})
                 previous = dict(meta.get("cost") or {})
                 meta["cost"] = {
-                    k: v for k, v in previous.items() if k not in ("computed", "price", "status", "exact")
+                    k: v for k, v in previous.items() if k not in ("computed", "price", "status", "exact", "reason")
                 }
                 value = apply_cost(
                     meta,

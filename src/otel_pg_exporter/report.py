@@ -63,6 +63,18 @@ def build_report(
                GROUP BY 1, 2 ORDER BY 3 DESC""",
             window,
         ).fetchall()
+        no_usage = conn.execute(
+            """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
+                      sum(no_usage_calls) AS calls, sum(errors) AS errors
+               FROM otel_daily_costs WHERE no_usage_calls > 0 AND day >= %(since)s AND day <= %(today)s
+               GROUP BY 1, 2 ORDER BY 3 DESC""",
+            window,
+        ).fetchall()
+        # what the forecast stands on: days with model calls in forecast_cost's 90-day history
+        history_days = conn.execute(
+            "SELECT count(DISTINCT day) AS n FROM otel_daily_costs WHERE day >= %s AND day < %s",
+            (tomorrow - timedelta(days=90), tomorrow),
+        ).fetchone()["n"]
         budgets = conn.execute("SELECT * FROM check_budgets(%s)", (today,)).fetchall()
         return {
             "as_of": today,
@@ -74,6 +86,8 @@ def build_report(
             "top_models": top("model"),
             "top_users": top("user_id"),
             "unpriced_models": unpriced,
+            "no_usage_calls": no_usage,
+            "history_days": history_days,
             "budgets": budgets,
         }
 
@@ -100,6 +114,7 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
     points += [
         (r["day"], float(r["predicted"]), float(r["lower"]), float(r["upper"])) for r in report["forecast"]
     ]
+    has_range = report.get("history_days", MIN_HISTORY_DAYS_FOR_RANGE) >= MIN_HISTORY_DAYS_FOR_RANGE
     peak = max([p[3] or p[1] for p in points] + [1e-9])
     lines.append("cost by day   (█ actual, ░ forecast, ┆ band upper)")
     for day, value, lower, upper in points:
@@ -108,15 +123,10 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
             lines.append(f"{day}  {'█' * bar:<{width}} {value:10.4f}")
         else:
             hi = round((upper or 0) / peak * width)
-            cells = "░" * bar + " " * max(0, hi - bar) + "┆"
-            lines.append(f"{day}  {cells:<{width + 1}}{value:9.4f}  [{lower:.4f}–{upper:.4f}]")
-    m = report["month"]
-    lines += [
-        "",
-        f"this month: {float(m['month_to_date']):.4f} so far, projected {float(m['projected_total']):.4f} "
-        f"(range {float(m['lower']):.4f}–{float(m['upper']):.4f})",
-        "",
-    ]
+            cells = "░" * bar + (" " * max(0, hi - bar) + "┆" if has_range else "")
+            band = f"  [{lower:.4f}–{upper:.4f}]" if has_range else ""
+            lines.append(f"{day}  {cells:<{width + 1}}{value:9.4f}{band}")
+    lines += ["", f"this month: {_month_line(report)}", ""]
     for title, key in (
         ("top workflows", "top_workflows"),
         ("top models", "top_models"),
@@ -137,6 +147,11 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
             f"  {r['model'][:30]:<30} {r['provider'][:16]:<16} {r['calls']:>6} calls  "
             f"in {r['input_tokens']} / out {r['output_tokens']} tokens"
         )
+    lines += ["", "calls without token usage (no cost known: refused, rate-limited, cut short)"]
+    for r in report["no_usage_calls"] or [{"model": "(none)", "provider": "", "calls": 0, "errors": 0}]:
+        lines.append(
+            f"  {r['model'][:30]:<30} {r['provider'][:16]:<16} {r['calls']:>6} calls  {r['errors']} failed"
+        )
     lines += ["", "budgets"]
     if not report["budgets"]:
         lines.append(
@@ -150,6 +165,23 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
             f"{float(b['month_to_date']):.4f}  projected {float(b['projected_total']):.4f}  {state}"
         )
     return "\n".join(lines) + "\n"
+
+
+#: Fewer days of history than this and the forecast's band is not an estimate (with one day it is
+#: a flat line with no spread at all): the report says so instead of printing a zero-width range.
+MIN_HISTORY_DAYS_FOR_RANGE = 7
+
+
+def _month_line(report: dict[str, Any], currency: str = "") -> str:
+    m = report["month"]
+    days = report.get("history_days", MIN_HISTORY_DAYS_FOR_RANGE)
+    head = (
+        f"{currency}{float(m['month_to_date']):.4f} so far, projected "
+        f"{currency}{float(m['projected_total']):.4f}"
+    )
+    if days < MIN_HISTORY_DAYS_FOR_RANGE:
+        return f"{head} (from {days} day{'s' if days != 1 else ''} of history: too few for a range)"
+    return f"{head} (range {currency}{float(m['lower']):.4f}–{currency}{float(m['upper']):.4f})"
 
 
 def _svg_chart(report: dict[str, Any], w: int = 900, h: int = 300, pad: int = 40) -> str:
@@ -196,15 +228,12 @@ def render_html(report: dict[str, Any]) -> str:
     text = e(
         render_text(report).split("\n\nthis month:")[1] if "\n\nthis month:" in render_text(report) else ""
     )
-    m = report["month"]
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>LLM spend report</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}"
         "pre{background:#f6f6f6;padding:12px;font-size:12px}</style></head><body>"
         f"<h1>LLM spend, {report['days']} days to {e(str(report['as_of']))}</h1>"
-        f"<p>This month: <b>${float(m['month_to_date']):.4f}</b> so far, projected "
-        f"<b>${float(m['projected_total']):.4f}</b> "
-        f"(range ${float(m['lower']):.4f}–${float(m['upper']):.4f}). "
+        f"<p>This month: {e(_month_line(report, '$'))}. "
         "Blue: actual; dashed orange: forecast; shaded: 95&nbsp;% band.</p>"
         f"{_svg_chart(report)}<pre>this month:{text}</pre></body></html>"
     )

