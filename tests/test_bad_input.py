@@ -41,6 +41,23 @@ def test_nul_characters_are_removed(db_dsn, exporter, capture) -> None:
     assert fetch_trace(db_dsn, tid)["query"] == "helloworld"
 
 
+@pytest.mark.parametrize("huge", [False, True], ids=["fast-path", "slow-path-int-beyond-64-bits"])
+def test_nan_and_infinity_inside_json_become_null(db_dsn, exporter, capture, huge) -> None:
+    """JSON text with NaN / Infinity (Python's json accepts them) is stored with null there, on
+    the fast path and on the slow one that integers beyond 64 bits take."""
+    big = ', "big": 1180591620717411303424' if huge else ""  # 2**70
+    raw = (
+        '[{"role": "user", "parts": [{"type": "text", "content": "hi"}], '
+        f'"score": NaN, "limits": [Infinity, -Infinity, 1.5]{big}}}]'
+    )
+    tid, _ = _one(capture, "chat", **{"gen_ai.operation.name": "chat", "gen_ai.input.messages": raw})
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    message = fetch_spans(db_dsn, tid)["chat"]["inputs"]["messages"][0]
+    assert message["score"] is None and message["limits"] == [None, None, 1.5]
+    if huge:
+        assert message["big"] == 2**70
+
+
 def test_lone_surrogates_are_replaced(db_dsn, exporter, capture) -> None:
     tid, _ = _one(capture, "surrogate \ud800 name", **{"note": "bad \udc00 text"})
     assert exporter.export(capture.take()).name == "SUCCESS"

@@ -75,8 +75,14 @@ def test_database_down_is_logged_once_without_password(capture, caplog) -> None:
     assert "topsecret" not in caplog.text
 
 
-def test_shutdown_is_idempotent_and_force_flush_returns(db_dsn, capture) -> None:
-    exporter = PostgresSpanExporter(db_dsn)
+def test_nothing_is_buffered_and_shutdown_is_idempotent(db_dsn, capture) -> None:
+    """force_flush() has nothing to flush because export() returns only once the rows are
+    committed: they are readable before force_flush() is ever called."""
+    exporter = PostgresSpanExporter(db_dsn, spool_dir="off")
+    with capture.tracer.start_as_current_span("committed on return") as span:
+        pass
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    assert fetch_spans(db_dsn, span.get_span_context().trace_id)["committed on return"]["status"] == "completed"
     assert exporter.force_flush(100) is True
     exporter.shutdown()
     exporter.shutdown()
@@ -166,7 +172,7 @@ def test_links_and_events_are_kept_in_metadata(db_dsn, exporter, capture) -> Non
 
 
 def test_real_openai_instrumentation_against_a_fake_provider(db_dsn, exporter) -> None:
-    openai = pytest.importorskip("openai")  # a test dependency: installed by the README command
+    import openai  # a test dependency (extra "test"): a missing one fails here, never skips
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
     capture = Capture(service="openai-app")
@@ -270,7 +276,11 @@ def test_configure_one_liner(db_dsn, tmp_path) -> None:
         row = conn.execute(
             "SELECT status, metadata FROM traces WHERE workflow_id = %s", (f"configured {run_id}",)
         ).fetchone()
+        span_meta = conn.execute(
+            "SELECT metadata FROM spans WHERE name = %s", (f"configured {run_id}",)
+        ).fetchone()[0]
     assert row is not None and row[0] == "completed"
+    assert span_meta["resource"]["service.name"] == "configured-svc"  # configure(service_name=...)
 
 
 def test_exporter_works_under_the_least_privilege_role(make_database, capture) -> None:

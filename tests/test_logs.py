@@ -62,18 +62,30 @@ def llm_row(dsn: str, trace_id: int) -> dict[str, Any]:
 def test_mapping_groups_by_span_and_ignores_what_is_not_ours(capture: Capture) -> None:
     import logging
 
-    emit(capture, "gen_ai.user.message", {"content": "no span around me"})
-    with capture.tracer.start_as_current_span("chat"):
-        emit(capture, "gen_ai.user.message", {"content": "hi"})
-        emit(capture, "app.cache.miss", {"key": "k"})  # an application event, not GenAI content
-        emit(capture, "gen_ai.choice", {"index": 0, "message": {"role": "assistant", "content": "hello"}})
-    batch = map_log_records(capture.take_logs())
-    assert batch.ignored == {"no_span_context": 1, "not_genai": 1}
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    app_log = logging.getLogger("tests.app")  # the application's own Python logging, bridged to OTel
+    handler = LoggingHandler(logger_provider=capture.logger_provider)
+    app_log.addHandler(handler)
+    app_log.propagate = False
+    try:
+        emit(capture, "gen_ai.user.message", {"content": "no span around me"})
+        with capture.tracer.start_as_current_span("chat"):
+            emit(capture, "gen_ai.user.message", {"content": "hi"})
+            emit(capture, "app.cache.miss", {"key": "k"})  # an application event, not GenAI content
+            app_log.warning("cache is cold for %s", "user-1")  # a plain log line inside the span
+            emit(capture, "gen_ai.choice", {"index": 0, "message": {"role": "assistant", "content": "hello"}})
+    finally:
+        app_log.removeHandler(handler)
+    records = capture.take_logs()
+    assert any(r.log_record.body == "cache is cold for user-1" for r in records)  # it did go through
+    batch = map_log_records(records)
+    assert batch.ignored == {"no_span_context": 1, "not_genai": 2}
     (frag,) = batch.fragments
     assert [i[2] for i in frag.inputs] == [{"role": "user", "content": "hi"}]  # role from the event name
     assert frag.outputs[0][2]["message"]["content"] == "hello"
     assert frag.service == "test-svc"
-    assert logging  # (records of Python logging without GenAI attributes are covered by not_genai)
+    assert "cache is cold" not in repr(frag)  # the application's log line is nobody's message
 
 
 def test_records_of_unsampled_spans_are_ignored() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, time, timedelta, timezone
 import subprocess
 import sys
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 import psycopg

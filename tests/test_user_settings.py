@@ -143,10 +143,25 @@ def test_content_stored_before_the_user_was_known_is_removed(
 # -- caching --------------------------------------------------------------------------------------------
 
 
-def test_settings_are_cached_per_user_not_queried_per_span(db_dsn: str) -> None:
+class _Clock:
+    """``time`` for the settings cache, with a hand that moves forward on request: the test decides
+    when the TTL has passed, not the machine's speed."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_settings_are_cached_per_user_not_queried_per_span(db_dsn: str, monkeypatch) -> None:
+    import otel_pg_exporter.user_settings as user_settings_module
+
+    clock = _Clock()
+    monkeypatch.setattr(user_settings_module, "time", clock)
     capture = Capture()
     uid = make_user(db_dsn, {"capture_content": True})
-    exp = PostgresSpanExporter(db_dsn, spool_dir="off", user_settings_ttl_s=1.0)
+    exp = PostgresSpanExporter(db_dsn, spool_dir="off", user_settings_ttl_s=60.0)
     try:
         roots = []
         for _ in range(10):  # 10 batches, 3 spans each (root, chat ... plus the batch's own)
@@ -160,7 +175,7 @@ def test_settings_are_cached_per_user_not_queried_per_span(db_dsn: str) -> None:
         within_ttl = user_trace(capture, uid)
         exp.export(capture.take())
         assert "messages" in llm(db_dsn, within_ttl)["inputs"]  # the cached value still applies
-        time.sleep(1.1)
+        clock.offset += 61.0  # the TTL has passed
         after_ttl = user_trace(capture, uid)
         exp.export(capture.take())
         assert "messages" not in llm(db_dsn, after_ttl)["inputs"]  # the change is visible after the TTL

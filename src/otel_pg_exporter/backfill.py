@@ -81,9 +81,8 @@ def recompute_costs(
                 report.scanned += 1
                 meta = dict(row["metadata"] or {})
                 previous = dict(meta.get("cost") or {})
-                meta["cost"] = {
-                    k: v for k, v in previous.items() if k not in ("computed", "price", "status", "exact", "reason")
-                }
+                derived = ("computed", "price", "status", "exact", "reason")
+                meta["cost"] = {k: v for k, v in previous.items() if k not in derived}
                 value = apply_cost(
                     meta,
                     row["tokens"] or {},

