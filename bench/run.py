@@ -42,6 +42,7 @@ TARGETS = {
     "export_p99_ms": ("<=", 150.0),
     "peak_rss_mib": ("<=", 200.0),
     "growth_1m_vs_empty": (">=", 0.8),
+    "spooling_ratio": (">=", 0.25),
 }
 SIZES = {
     "full": {
@@ -53,6 +54,7 @@ SIZES = {
         "profile_traces": 2500,
         "retention": (1_000_000, 200_000, 1000),
         "log_traces": 3000,
+        "spooling_spans": 20_000,
     },
     "smoke": {
         "e2e_traces": 50,
@@ -63,6 +65,7 @@ SIZES = {
         "profile_traces": 50,
         "retention": (4000, 800, 100),
         "log_traces": 40,
+        "spooling_spans": 500,
     },
 }
 
@@ -134,6 +137,57 @@ def end_to_end(dsn: str | None, traces: int, payload: int, conventions: Sequence
     spans = traces * SPANS_PER_TRACE
     stored = count_spans(dsn) if dsn else spans
     return {"spans": spans, "stored": stored, "seconds": elapsed, "spans_per_s": spans / elapsed}
+
+
+# -- 1b. the application's pace while the database is down ------------------------------------------
+
+
+def _creation_rate(exporter: SpanExporter, spans: int, payload: int) -> float:
+    """Spans the application creates per second through a real BatchSpanProcessor."""
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8192))
+    tracer = provider.get_tracer("bench-spooling")
+    text = "x" * payload
+    started = time.perf_counter()
+    for _ in range(spans):
+        with tracer.start_as_current_span(
+            "chat", attributes={"gen_ai.operation.name": "chat", "input.value": text}
+        ):
+            pass
+    rate = spans / (time.perf_counter() - started)
+    provider.shutdown()
+    return rate
+
+
+def spooling(spans: int, payload: int) -> dict[str, Any]:
+    """Span creation rate with the exporter spooling (its database refuses connections: a port on
+    127.0.0.1 nobody listens on) against the no-op exporter, in one run. Once one batch has found
+    the database down, exports go to the spool without waiting for a connection."""
+    import socket
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused at once
+    with tempfile.TemporaryDirectory(prefix="otel-pg-bench-spool-") as spool_dir:
+        exporter = PostgresSpanExporter(
+            f"postgresql://bench@127.0.0.1:{port}/bench",
+            timeout_s=0.5,
+            spool_dir=spool_dir,
+            shutdown_timeout_s=0.5,
+        )
+        exporter.export([])  # nothing: the first real batch below finds the database down
+        baseline = _creation_rate(NoopExporter(), spans, payload)
+        ours = _creation_rate(exporter, spans, payload)
+        stats = exporter.stats()
+        exporter.shutdown()
+    return {
+        "spans": spans,
+        "noop_spans_per_s": baseline,
+        "spooling_spans_per_s": ours,
+        "ratio": ours / baseline,
+        "spooled": stats["spooled"],
+    }
 
 
 # -- 2./3. writer only, naive baseline, COPY ceiling -------------------------------------------------
@@ -536,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,writer,memory,growth,profile,logs,retention",
+        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -546,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(","))) | ({"retention"} if args.retention else set())
     if only:
-        skip |= {"e2e", "writer", "memory", "growth", "profile", "logs", "retention"} - only
+        skip |= {"e2e", "spooling", "writer", "memory", "growth", "profile", "logs", "retention"} - only
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every phase, so a long run that dies keeps what it measured
@@ -568,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "postgres": ours,
                 "ratio": ours["spans_per_s"] / noop["spans_per_s"],
             }
+            save()
+        if "spooling" not in skip:
+            results["spooling"] = spooling(size["spooling_spans"], args.payload)
             save()
         if "writer" not in skip:
             spans = prebuilt_spans(size["writer_traces"], args.payload, conventions)
@@ -630,6 +687,15 @@ def report(r: dict[str, Any]) -> None:
             ),
             ("end to end ratio", f"{e['ratio']:.2f}", verdict("e2e_ratio", e["ratio"])),
         ]
+    if "spooling" in r:
+        sp = r["spooling"]
+        rows.append(
+            (
+                "app span creation while spooling / no-op",
+                f"{sp['spooling_spans_per_s']:,.0f} / {sp['noop_spans_per_s']:,.0f} spans/s ({sp['ratio']:.2f})",
+                verdict("spooling_ratio", sp["ratio"]),
+            )
+        )
     if "writer" in r:
         w = r["writer"]
         rows += [
