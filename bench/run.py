@@ -43,6 +43,7 @@ TARGETS = {
     "peak_rss_mib": ("<=", 200.0),
     "growth_1m_vs_empty": (">=", 0.8),
     "spooling_ratio": (">=", 0.25),
+    "doctor_seconds": ("<=", 2.0),
 }
 SIZES = {
     "full": {
@@ -55,6 +56,7 @@ SIZES = {
         "retention": (1_000_000, 200_000, 1000),
         "log_traces": 3000,
         "spooling_spans": 20_000,
+        "doctor_spans": 1_000_000,
     },
     "smoke": {
         "e2e_traces": 50,
@@ -66,6 +68,7 @@ SIZES = {
         "retention": (4000, 800, 100),
         "log_traces": 40,
         "spooling_spans": 500,
+        "doctor_spans": 1000,
     },
 }
 
@@ -415,6 +418,32 @@ def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
     return out
 
 
+# -- 5b. otel-pg-doctor on a big table ------------------------------------------------------------
+
+
+def doctor_probe(dsn: str, spans: int, runs: int = 3) -> dict[str, Any]:
+    """``otel-pg-doctor``'s whole diagnosis on a database holding at least ``spans`` spans (what the
+    growth phase left, topped up), as a monitoring probe would run it: wall time per run."""
+    from otel_pg_exporter.doctor import diagnose, exit_code
+
+    have = count_spans(dsn)
+    if have < spans:
+        prefill(dsn, spans - have, first_trace=10_000_000)
+    times = []
+    findings: list[Any] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        findings = diagnose(dsn)
+        times.append(time.perf_counter() - started)
+    return {
+        "spans": count_spans(dsn),
+        "seconds_median": statistics.median(times),
+        "seconds_max": max(times),
+        "findings": len(findings),
+        "status": ("ok", "warn", "fail")[exit_code(findings)],
+    }
+
+
 # -- 6. log records ------------------------------------------------------------------------------
 
 
@@ -590,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,profile,logs,retention",
+        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,doctor,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -600,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(","))) | ({"retention"} if args.retention else set())
     if only:
-        skip |= {"e2e", "spooling", "writer", "memory", "growth", "profile", "logs", "retention"} - only
+        skip |= {"e2e", "spooling", "writer", "memory", "growth", "doctor", "profile", "logs", "retention"} - only
     args.json.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every phase, so a long run that dies keeps what it measured
@@ -655,6 +684,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "growth" not in skip:
             results["growth"] = growth(dsn, size["growth"], size["growth_traces"])
+            save()
+        if "doctor" not in skip:
+            results["doctor"] = doctor_probe(dsn, size["doctor_spans"])
             save()
         if "logs" not in skip:
             results["logs"] = log_merge(dsn, size["log_traces"], args.payload)
@@ -741,6 +773,15 @@ def report(r: dict[str, Any]) -> None:
             rows.append(
                 (f"growth {int(keys[-1]):,} vs empty", f"{ratio:.2f}", verdict("growth_1m_vs_empty", ratio))
             )
+    if "doctor" in r:
+        d = r["doctor"]
+        rows.append(
+            (
+                f"otel-pg-doctor, {d['spans']:,} spans stored",
+                f"{d['seconds_median'] * 1000:,.0f} ms median, {d['seconds_max'] * 1000:,.0f} max ({d['findings']} findings)",
+                verdict("doctor_seconds", d["seconds_median"]),
+            )
+        )
     if "logs" in r:
         lg = r["logs"]
         for order in ("spans_first", "logs_first"):

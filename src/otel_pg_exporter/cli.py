@@ -252,5 +252,39 @@ def cleanup_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def doctor_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-doctor``: a read-only health check; exit 0 healthy, 1 warnings, 2 problems."""
+    from datetime import timedelta
+
+    from .doctor import DoctorOptions, diagnose, exit_code, render_json, render_text
+
+    parser = argparse.ArgumentParser(
+        prog="otel-pg-doctor",
+        description="Check a deployment: migrations, the seed's columns, constraints and indexes, RLS, "
+        "the exporter role, table health, stuck traces, unpriced models, budgets, retention and server "
+        "settings. Read-only; exit 0 when healthy, 1 on warnings, 2 on problems.",
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    _add_schema(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="running traces / placeholders older than this are stuck",
+    )
+    parser.add_argument("--recent-days", type=int, default=7, help="window for unpriced models (default 7)")
+    args = parser.parse_args(argv)
+    findings = diagnose(
+        args.dsn,
+        schema=args.schema,
+        options=DoctorOptions(
+            grace=timedelta(hours=args.grace_hours), recent=timedelta(days=args.recent_days)
+        ),
+    )
+    print(render_json(findings) if args.format == "json" else render_text(findings), end="")
+    return exit_code(findings)
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(install_schema_main())

@@ -65,6 +65,13 @@ SETUP_ERRORS: tuple[type[BaseException], ...] = (
     pg_errors.UndefinedFunction,
     pg_errors.InsufficientPrivilege,
 )
+#: What a transaction pooler that cannot keep prepared statements (PgBouncer before 1.21 in
+#: transaction mode; any pooler whose server connections change between transactions) answers to
+#: psycopg's automatic prepared statements. The exporter then turns them off and writes again.
+PREPARED_STATEMENT_ERRORS: tuple[type[BaseException], ...] = (
+    pg_errors.DuplicatePreparedStatement,
+    pg_errors.InvalidSqlStatementName,
+)
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 #: Shortest wait for a pooled connection per attempt (a quarter of the export timeout otherwise).
@@ -219,6 +226,22 @@ class PostgresSpanExporter(SpanExporter):
         )
         pool.open(wait=False)
         return pool
+
+    def _disable_prepared_statements(self, exc: BaseException) -> bool:
+        """A pooler refused a prepared statement: from now on prepare nothing (a new pool). False
+        when they were off already (the error is something else)."""
+        with self._pool_lock:
+            if self._connect_kwargs.get("prepare_threshold", 5) is None:
+                return False
+            self._connect_kwargs["prepare_threshold"] = None
+        logger.warning(
+            "otel-pg-exporter: the server refused a prepared statement (%s: a transaction-mode pooler?); "
+            "prepared statements are off from now on (set prepared_statements=false to start that way)",
+            type(exc).__name__,
+        )
+        self._telemetry.add("prepared_statements_disabled", 1)
+        self._reset_pool()
+        return True
 
     def _reset_pool(self) -> None:
         """Replace a pool stuck in its reconnect backoff (which doubles up to minutes) once the
@@ -519,6 +542,10 @@ class PostgresSpanExporter(SpanExporter):
                 report = self._writer.write(encoded, timeout=wait)
             except SETUP_ERRORS as exc:
                 return self._unreachable(encoded, exc, "database not ready (schema or grants)")
+            except PREPARED_STATEMENT_ERRORS as exc:
+                if not self._disable_prepared_statements(exc):
+                    raise
+                continue  # the same batch, at once, on connections that prepare nothing
             except CONNECTION_ERRORS as exc:
                 delay = _backoff(attempt)
                 if deadline - time.monotonic() <= delay or self._closed.is_set():
@@ -653,6 +680,9 @@ class PostgresSpanExporter(SpanExporter):
                     try:
                         report = self._writer.write(spans, timeout=self.settings.timeout_s)
                     except CONNECTION_ERRORS:
+                        return "failed"
+                    except PREPARED_STATEMENT_ERRORS as exc:  # the record stays: replayed again
+                        self._disable_prepared_statements(exc)
                         return "failed"
                     self._record(report, replayed=True)
                     replayed += report.written

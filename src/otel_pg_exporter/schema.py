@@ -249,7 +249,8 @@ def connect(
     resolved, source = resolve_dsn(dsn)
     name = schema_name(schema)
     try:
-        conn = psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10)
+        # no prepared statements: the commands run few, and a transaction-mode pooler keeps none
+        conn = psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10, prepare_threshold=None)
     except psycopg.Error as exc:
         raise ConnectionFailed(
             f"cannot connect to PostgreSQL {describe(resolved)} (DSN from {source}): "
@@ -365,21 +366,50 @@ def install_schema(
     resolved, _ = resolve_dsn(dsn)
     migrations = load_migrations()
     result = InstallResult(dry_run=dry_run)
-    with connect(dsn, schema=schema, create_schema=not dry_run) as conn:
+    name = schema_name(schema)
+    # No session state at all (search_path, lock_timeout and the advisory lock are taken per
+    # transaction), so the installer is as safe behind a transaction-mode pooler as on a direct
+    # connection: two installers meet on the same lock, whichever server connection they get.
+    with connect(dsn) as conn:
+        step = _Step(conn, name, lock_timeout_ms=int(lock_timeout_s * 1000))
         try:
             if dry_run:
-                return _plan(conn, migrations, rls, result)
-            conn.execute(f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
-            conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-            try:
-                _apply(conn, migrations, rls, result)
+                with step():
+                    return _plan(conn, migrations, rls, result)
+            if name is not None:
+                try:
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+                except psycopg.Error as exc:
+                    raise _translate(exc, f"using schema {name!r}", resolved) from None
+            _apply(step, migrations, rls, result)
+            with step():
                 verify_schema(conn)
-            finally:
-                if not conn.closed and conn.info.transaction_status == 0:  # IDLE
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
         except psycopg.Error as exc:
             raise _translate(exc, "installing the schema", resolved) from None
     return result
+
+
+class _Step:
+    """``with step():`` one transaction of the installer: search_path and lock_timeout set LOCAL,
+    then the installers' advisory lock, held until that transaction ends."""
+
+    def __init__(
+        self, conn: psycopg.Connection, schema: str | None, lock_timeout_ms: int, lock: bool = True
+    ) -> None:
+        self.conn = conn
+        self.lock = lock
+        self.search_path = sql.Identifier(schema).as_string(None) if schema else None
+        self.lock_timeout = f"{max(1, lock_timeout_ms)}ms"
+
+    @contextmanager
+    def __call__(self) -> Iterator[psycopg.Connection]:
+        with self.conn.transaction():
+            if self.search_path is not None:
+                self.conn.execute("SELECT set_config('search_path', %s, true)", (self.search_path,))
+            self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+            if self.lock:
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            yield self.conn
 
 
 def _pending(
@@ -410,13 +440,20 @@ def _plan(
     return result
 
 
-def _apply(conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult) -> None:
-    with conn.transaction():
+def _apply(step: _Step, migrations: list[Migration], rls: bool, result: InstallResult) -> None:
+    conn = step.conn
+    with step():
         conn.execute(_BOOKKEEPING_DDL)
-    for m, present in _pending(conn, migrations, rls, result):
+        _check_checksums(migrations, _recorded(conn))  # an edited migration: refuse before anything
+    for m in migrations:
         started = time.perf_counter()
         try:
-            with conn.transaction():
+            with step():
+                # decided under the lock: another installer may have applied it a moment ago
+                pending = dict(_pending(conn, [m], rls, result))
+                if m not in pending:
+                    continue
+                present = pending[m]
                 if m.optional and _needs_auth_compat(conn):
                     conn.execute(auth_compat_sql())
                 conn.execute(_runnable_sql(conn, m, result))
@@ -441,7 +478,7 @@ def schema_status(dsn: str | None = None, *, schema: str | None = None) -> list[
     resolved, _ = resolve_dsn(dsn)
     migrations = load_migrations()
     states: list[MigrationState] = []
-    with connect(dsn, schema=schema) as conn:
+    with connect(dsn) as conn, _Step(conn, schema_name(schema), 10_000, lock=False)():
         try:
             recorded = _recorded(conn)
             for m in migrations:

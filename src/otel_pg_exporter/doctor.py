@@ -1,0 +1,817 @@
+"""``otel-pg-doctor``: is this deployment healthy? Read-only, quick, safe as a monitoring probe.
+
+Each check is a function of one read-only connection that returns ``Finding``s (name, status
+``ok``/``warn``/``fail``, a one-line detail, what to do). The checks are listed in ``CHECKS``, in
+the order they print; a check that errors becomes one ``fail`` finding and the others still run.
+Every query reads catalogs, statistics or index-backed slices of the tables (never a full scan of
+``spans``), under a statement timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .dsn import resolve_dsn, safe_message
+from .errors import OtelPgError
+from .schema import EXPECTED_COLUMNS, connect, schema_status
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+SEVERITY = {OK: 0, WARN: 1, FAIL: 2}
+
+#: The seed's index definitions (``pg_get_indexdef`` from ``USING`` on): names and definitions are
+#: the contract; a same-named index over other columns is as broken as a missing one.
+EXPECTED_INDEX_DEFS: dict[str, str] = {
+    "idx_profiles_settings": "USING gin (settings)",
+    "idx_traces_workflow_id": "USING btree (workflow_id)",
+    "idx_traces_execution_id": "USING btree (execution_id)",
+    "idx_traces_user_id": "USING btree (user_id)",
+    "idx_traces_started_at": "USING btree (started_at DESC)",
+    "idx_traces_status": "USING btree (status)",
+    "idx_traces_workflow_started": "USING btree (workflow_id, started_at DESC)",
+    "idx_traces_metadata_gin": "USING gin (metadata)",
+    "idx_traces_total_tokens_gin": "USING gin (total_tokens)",
+    "idx_spans_trace_id": "USING btree (trace_id)",
+    "idx_spans_parent_span_id": "USING btree (parent_span_id)",
+    "idx_spans_span_type": "USING btree (span_type)",
+    "idx_spans_status": "USING btree (status)",
+    "idx_spans_started_at": "USING btree (started_at)",
+    "idx_spans_trace_started": "USING btree (trace_id, started_at)",
+    "idx_spans_tokens_gin": "USING gin (tokens)",
+    "idx_spans_metadata_gin": "USING gin (metadata)",
+}
+
+#: The seed's constraints by table: name → kind (p primary key, u unique, f foreign key, c check).
+EXPECTED_CONSTRAINTS: dict[str, dict[str, str]] = {
+    "profiles": {"profiles_pkey": "p"},
+    "traces": {
+        "traces_pkey": "p",
+        "traces_execution_id_key": "u",
+        "traces_user_id_fkey": "f",
+        "valid_status": "c",
+    },
+    "spans": {
+        "spans_pkey": "p",
+        "spans_trace_id_fkey": "f",
+        "spans_parent_span_id_fkey": "f",
+        "valid_span_status": "c",
+    },
+}
+
+#: The seed's RLS policies (004), by table.
+EXPECTED_POLICIES: dict[str, tuple[str, ...]] = {
+    "traces": (
+        "Users can view their own traces",
+        "Users can insert their own traces",
+        "Users can update their own traces",
+    ),
+    "spans": (
+        "Users can view spans from their own traces",
+        "Users can insert spans to their own traces",
+        "Users can update spans in their own traces",
+    ),
+}
+
+#: What the least-privilege exporter role (sql/roles/otel_exporter_role.sql) needs.
+EXPORTER_ROLE = "otel_exporter"
+EXPORTER_GRANTS: tuple[tuple[str, str], ...] = (
+    ("traces", "SELECT"),
+    ("traces", "INSERT"),
+    ("traces", "UPDATE"),
+    ("spans", "SELECT"),
+    ("spans", "INSERT"),
+    ("spans", "UPDATE"),
+    ("profiles", "SELECT"),
+)
+
+#: Thresholds, as data.
+DEAD_TUPLE_SHARE_WARN = 0.2  # dead / (live + dead), once there are at least DEAD_TUPLES_MIN dead
+DEAD_TUPLES_MIN = 10_000
+UNANALYZED_ROWS_WARN = 10_000  # a table this big that was never analyzed plans badly
+GIN_PENDING_WARN_BYTES = 4 * 1024 * 1024  # the server's default gin_pending_list_limit
+RETENTION_STALE = timedelta(days=2)
+STATEMENT_TIMEOUT_MIN_MS = 5_000  # an export transaction must fit (the exporter's default budget is 10 s)
+LOCK_TIMEOUT_MIN_MS = 1_000
+IDLE_SESSION_TIMEOUT_MIN_MS = 60_000  # pooled connections sit idle between batches
+CONNECTION_HEADROOM_MIN = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the diagnosis."""
+
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    action: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    grace: timedelta = timedelta(hours=24)  # a running trace or a placeholder older than this is stuck
+    recent: timedelta = timedelta(days=7)  # the window for "unpriced models seen recently"
+    statement_timeout_ms: int = 10_000  # the doctor's own
+
+
+Check = Callable[[psycopg.Connection, DoctorOptions], list[Finding]]
+
+
+def _rows(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)  # type: ignore[arg-type]
+        return cur.fetchall()
+
+
+def _one(conn: psycopg.Connection, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    return row[0] if row else None
+
+
+def _exists(conn: psycopg.Connection, relation: str) -> bool:
+    return bool(_one(conn, "SELECT to_regclass(%s) IS NOT NULL", (relation,)))
+
+
+def _mib(n: int | None) -> str:
+    return f"{(n or 0) / 1024 / 1024:,.1f} MiB"
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def check_columns(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    missing: list[str] = []
+    for table, columns in EXPECTED_COLUMNS.items():
+        have = {
+            r["column_name"]
+            for r in _rows(
+                conn,
+                """SELECT column_name FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = %s""",
+                (table,),
+            )
+        }
+        missing += [f"{table}.{c}" for c in columns if c not in have]
+    if missing:
+        return [
+            Finding(
+                "seed_columns",
+                FAIL,
+                "missing: " + ", ".join(missing),
+                "otel-pg-install-schema (or restore the columns from sql/003)",
+                {"missing": missing},
+            )
+        ]
+    return [Finding("seed_columns", OK, f"all {sum(map(len, EXPECTED_COLUMNS.values()))} columns present")]
+
+
+def check_constraints(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    have = {
+        (r["table"], r["name"]): (r["kind"], r["validated"])
+        for r in _rows(
+            conn,
+            """SELECT t.relname AS table, c.conname AS name, c.contype AS kind,
+                      c.convalidated AS validated
+               FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+               WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+                 AND t.relname = ANY(%s)""",
+            (list(EXPECTED_CONSTRAINTS),),
+        )
+    }
+    missing, invalid = [], []
+    for table, expected in EXPECTED_CONSTRAINTS.items():
+        for name, kind in expected.items():
+            found = have.get((table, name))
+            if found is None or found[0] != kind:
+                missing.append(f"{table}.{name}")
+            elif not found[1]:
+                invalid.append(f"{table}.{name}")
+    if missing or invalid:
+        detail = "; ".join(
+            part
+            for part in (
+                "missing: " + ", ".join(missing) if missing else "",
+                "not validated: " + ", ".join(invalid) if invalid else "",
+            )
+            if part
+        )
+        return [
+            Finding(
+                "seed_constraints",
+                FAIL,
+                detail,
+                "recreate them as sql/003 defines them (ALTER TABLE ... ADD / VALIDATE CONSTRAINT)",
+                {"missing": missing, "not_validated": invalid},
+            )
+        ]
+    total = sum(map(len, EXPECTED_CONSTRAINTS.values()))
+    return [Finding("seed_constraints", OK, f"all {total} constraints present and validated")]
+
+
+def check_indexes(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    rows = _rows(
+        conn,
+        """SELECT i.relname AS name, pg_get_indexdef(x.indexrelid) AS definition,
+                  x.indisvalid AS valid, x.indisready AS ready
+           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+           WHERE i.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+             AND i.relname = ANY(%s)""",
+        (list(EXPECTED_INDEX_DEFS),),
+    )
+    have = {r["name"]: r for r in rows}
+    missing = [n for n in EXPECTED_INDEX_DEFS if n not in have]
+    different = [
+        n for n, d in EXPECTED_INDEX_DEFS.items() if n in have and not have[n]["definition"].endswith(d)
+    ]
+    invalid = [n for n in EXPECTED_INDEX_DEFS if n in have and not (have[n]["valid"] and have[n]["ready"])]
+    findings: list[Finding] = []
+    if missing:
+        findings.append(
+            Finding(
+                "seed_indexes",
+                FAIL,
+                "missing: " + ", ".join(missing),
+                "otel-pg-install-schema recreates them (CREATE INDEX IF NOT EXISTS, as in sql/002-003)",
+                {"missing": missing},
+            )
+        )
+    if different:
+        findings.append(
+            Finding(
+                "seed_index_definitions",
+                FAIL,
+                "defined differently from the seed: "
+                + ", ".join(f"{n} ({have[n]['definition'].split(' USING ')[-1]})" for n in different),
+                "DROP INDEX and recreate it as sql/003 defines it",
+                {"different": different},
+            )
+        )
+    if invalid:
+        findings.append(
+            Finding(
+                "seed_index_validity",
+                FAIL,
+                "invalid (a failed CREATE INDEX CONCURRENTLY or REINDEX): " + ", ".join(invalid),
+                "REINDEX INDEX CONCURRENTLY " + ", ".join(invalid),
+                {"invalid": invalid},
+            )
+        )
+    return findings or [
+        Finding("seed_indexes", OK, f"all {len(EXPECTED_INDEX_DEFS)} indexes present, as defined, valid")
+    ]
+
+
+def check_migrations(
+    conn: psycopg.Connection, opts: DoctorOptions, dsn: str, schema: str | None
+) -> list[Finding]:
+    states = schema_status(dsn, schema=schema)
+    changed = [s.name for s in states if s.state == "changed"]
+    pending = [s.name for s in states if s.state == "pending"]
+    unmanaged = [s.name for s in states if s.state == "present"]
+    data = {s.name: s.state for s in states}
+    if changed:
+        return [
+            Finding(
+                "migrations",
+                FAIL,
+                "changed since applied (checksum differs): " + ", ".join(changed),
+                "restore the released files; put changes in a new migration",
+                data,
+            )
+        ]
+    if pending or unmanaged:
+        parts = ([f"pending: {', '.join(pending)}"] if pending else []) + (
+            [f"present but not recorded: {', '.join(unmanaged)}"] if unmanaged else []
+        )
+        return [Finding("migrations", WARN, "; ".join(parts), "otel-pg-install-schema", data)]
+    applied = sum(1 for s in states if s.state in ("applied", "adopted"))
+    return [Finding("migrations", OK, f"{applied} applied, none pending or changed", "", data)]
+
+
+def check_rls(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    enabled = {
+        r["relname"]: r["relrowsecurity"]
+        for r in _rows(
+            conn,
+            """SELECT relname, relrowsecurity FROM pg_class
+               WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+             AND relname IN ('traces', 'spans')""",
+        )
+    }
+    policies = {
+        (r["tablename"], r["policyname"])
+        for r in _rows(
+            conn,
+            "SELECT tablename, policyname FROM pg_policies WHERE schemaname = current_schema()",
+        )
+    }
+    expected = [(t, p) for t, names in EXPECTED_POLICIES.items() for p in names]
+    missing = [f"{t}: {p!r}" for t, p in expected if (t, p) not in policies]
+    on = [t for t in ("traces", "spans") if enabled.get(t)]
+    if not on:
+        if len(missing) < len(expected):
+            return [
+                Finding(
+                    "rls",
+                    WARN,
+                    "policies exist but row level security is off: every API user sees every trace",
+                    "ALTER TABLE traces / spans ENABLE ROW LEVEL SECURITY (or otel-pg-install-schema --rls)",
+                )
+            ]
+        return [Finding("rls", OK, "off (apply 004 with otel-pg-install-schema --rls for per-user access)")]
+    if len(on) < 2:
+        return [
+            Finding(
+                "rls",
+                FAIL,
+                f"row level security is on for {on[0]} only",
+                "enable it on both traces and spans (otel-pg-install-schema --rls)",
+            )
+        ]
+    if missing:
+        return [
+            Finding(
+                "rls",
+                FAIL,
+                "on, but seed policies missing: " + "; ".join(missing),
+                "otel-pg-install-schema --rls recreates them",
+                {"missing": missing},
+            )
+        ]
+    return [Finding("rls", OK, f"on for traces and spans, all {len(expected)} seed policies present")]
+
+
+def check_exporter_role(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    role = _rows(
+        conn, "SELECT rolname, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = %s", (EXPORTER_ROLE,)
+    )
+    if not role:
+        return [
+            Finding(
+                "exporter_role", OK, f"no {EXPORTER_ROLE} role (optional: sql/roles/otel_exporter_role.sql)"
+            )
+        ]
+    missing = [
+        f"{privilege} on {table}"
+        for table, privilege in EXPORTER_GRANTS
+        if _exists(conn, table)
+        and not _one(conn, "SELECT has_table_privilege(%s, %s, %s)", (EXPORTER_ROLE, table, privilege))
+    ]
+    if not _one(conn, "SELECT has_schema_privilege(%s, current_schema(), 'USAGE')", (EXPORTER_ROLE,)):
+        missing.insert(0, "USAGE on the schema")
+    rls_on = bool(
+        _one(
+            conn,
+            """SELECT bool_or(relrowsecurity) FROM pg_class
+               WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+                 AND relname IN ('traces', 'spans')""",
+        )
+    )
+    if sum(1 for m in missing if " on " in m and "schema" not in m) == len(EXPORTER_GRANTS):
+        # a cluster-wide role with no table grant here: it serves another database
+        return [
+            Finding(
+                "exporter_role",
+                OK,
+                f"{EXPORTER_ROLE} exists but has no grants here (not used for this database)",
+            )
+        ]
+    problems = list(missing)
+    if rls_on and not role[0]["rolbypassrls"]:
+        problems.append("BYPASSRLS (RLS is on: setting traces.user_id would fail the seed's policies)")
+    if not role[0]["rolcanlogin"]:
+        problems.append("LOGIN")
+    if problems:
+        return [
+            Finding(
+                "exporter_role",
+                FAIL,
+                f"{EXPORTER_ROLE} lacks: " + ", ".join(problems),
+                "run sql/roles/otel_exporter_role.sql again (idempotent)",
+                {"missing": problems},
+            )
+        ]
+    return [Finding("exporter_role", OK, f"{EXPORTER_ROLE} has every grant the exporter needs")]
+
+
+def check_tables(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    rows = _rows(
+        conn,
+        """SELECT c.relname AS name, c.reltuples::bigint AS rows_estimate,
+                  pg_total_relation_size(c.oid) AS total_bytes, pg_indexes_size(c.oid) AS index_bytes,
+                  s.n_live_tup AS live, s.n_dead_tup AS dead,
+                  greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+                  greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze
+           FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+           WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+             AND c.relkind = 'r'
+             AND c.relname IN ('traces', 'spans', 'profiles')
+           ORDER BY c.relname DESC""",
+    )
+    findings: list[Finding] = []
+    for r in rows:
+        rows_est = max(int(r["rows_estimate"] or 0), int(r["live"] or 0))
+        dead = int(r["dead"] or 0)
+        share = dead / (rows_est + dead) if rows_est + dead else 0.0
+        detail = (
+            f"~{rows_est:,} rows, {_mib(r['total_bytes'])} ({_mib(r['index_bytes'])} indexes), "
+            f"{dead:,} dead tuples, last vacuum {r['last_vacuum'] or 'never'}, "
+            f"last analyze {r['last_analyze'] or 'never'}"
+        )
+        data = {k: (str(v) if v is not None and k.startswith("last_") else v) for k, v in r.items()}
+        if dead >= DEAD_TUPLES_MIN and share >= DEAD_TUPLE_SHARE_WARN:
+            findings.append(
+                Finding(
+                    f"table:{r['name']}",
+                    WARN,
+                    f"{share:.0%} dead tuples: " + detail,
+                    f"VACUUM (ANALYZE) {r['name']}; check autovacuum is on and keeping up",
+                    data,
+                )
+            )
+        elif rows_est >= UNANALYZED_ROWS_WARN and r["last_analyze"] is None:
+            findings.append(
+                Finding(
+                    f"table:{r['name']}",
+                    WARN,
+                    "never analyzed: " + detail,
+                    f"ANALYZE {r['name']}",
+                    data,
+                )
+            )
+        else:
+            findings.append(Finding(f"table:{r['name']}", OK, detail, "", data))
+    return findings
+
+
+def check_gin_pending(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    gins = [n for n, d in EXPECTED_INDEX_DEFS.items() if "USING gin" in d]
+    if not _one(conn, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgstattuple')"):
+        return [
+            Finding(
+                "gin_pending_list",
+                OK,
+                "not measured: needs the pgstattuple extension (CREATE EXTENSION pgstattuple)",
+            )
+        ]
+    block = int(_one(conn, "SELECT current_setting('block_size')::int"))
+    sizes: dict[str, int] = {}
+    for name in gins:
+        if _exists(conn, name):
+            pages = _one(conn, "SELECT pending_pages FROM pgstatginindex(%s::regclass)", (name,))
+            sizes[name] = int(pages or 0) * block
+    big = {n: b for n, b in sizes.items() if b >= GIN_PENDING_WARN_BYTES}
+    detail = ", ".join(f"{n} {_mib(b)}" for n, b in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+    if big:
+        return [
+            Finding(
+                "gin_pending_list",
+                WARN,
+                "large pending lists (every search scans them; the next insert that flushes pays): "
+                + ", ".join(f"{n} {_mib(b)}" for n, b in big.items()),
+                "SELECT gin_clean_pending_list('<index>'::regclass); keep gin_pending_list_limit near 4 MB",
+                {"bytes": sizes},
+            )
+        ]
+    return [Finding("gin_pending_list", OK, detail or "no GIN indexes", "", {"bytes": sizes})]
+
+
+def check_stuck(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    params = {"grace": opts.grace}
+    running = _one(
+        conn,
+        """SELECT count(*) FROM traces
+           WHERE status = 'running' AND started_at < (now() AT TIME ZONE 'UTC') - %(grace)s""",
+        params,
+    )
+    # placeholders carry no start of their own: their trace's start tells their age
+    pending = _one(
+        conn,
+        """SELECT count(*) FROM spans s JOIN traces t ON t.trace_id = s.trace_id
+           WHERE s.status = 'pending' AND t.started_at < (now() AT TIME ZONE 'UTC') - %(grace)s""",
+        params,
+    )
+    hours = opts.grace.total_seconds() / 3600
+    out = []
+    for name, count, what in (
+        ("stuck_running_traces", running, "traces still 'running'"),
+        ("stale_placeholders", pending, "'pending' placeholder spans"),
+    ):
+        if count:
+            out.append(
+                Finding(
+                    name,
+                    WARN,
+                    f"{count:,} {what} older than {hours:g} h (a process died, or a parent span never came)",
+                    "otel-pg-cleanup removes them once past retention (stale_running / stale_pending)",
+                    {"count": count},
+                )
+            )
+        else:
+            out.append(Finding(name, OK, f"no {what} older than {hours:g} h", "", {"count": 0}))
+    return out
+
+
+def check_unpriced(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    rows = _rows(
+        conn,
+        """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
+                  count(*) AS calls
+           FROM spans
+           WHERE started_at >= (now() AT TIME ZONE 'UTC') - %(recent)s
+             AND span_type IN ('llm', 'embedding') AND status <> 'pending'
+             AND metadata #>> '{cost,status}' = 'unpriced'
+           GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 20""",
+        {"recent": opts.recent},
+    )
+    days = opts.recent.days or 1
+    if rows:
+        return [
+            Finding(
+                "unpriced_models",
+                WARN,
+                f"cost unknown (not zero) in the last {days} days: "
+                + ", ".join(f"{r['model']} ({r['provider']}, {r['calls']:,} calls)" for r in rows),
+                "add their prices (prices= / OTEL_EXPORTER_POSTGRES_PRICES), then otel-pg-recompute-costs",
+                {"models": rows},
+            )
+        ]
+    return [Finding("unpriced_models", OK, f"every model call of the last {days} days has a price")]
+
+
+def check_budgets(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    if not _exists(conn, "otel_budgets"):
+        return [Finding("budgets", WARN, "otel_budgets is missing (migration 006)", "otel-pg-install-schema")]
+    # month to date per budget, over leaf model calls (the rule of traces.total_cost), computed
+    # here rather than by check_budgets(), which notifies and so cannot run read-only
+    rows = _rows(
+        conn,
+        """WITH month_calls AS (
+               SELECT s.cost, t.workflow_id, t.user_id
+               FROM spans s JOIN traces t ON t.trace_id = s.trace_id
+               WHERE s.started_at >= date_trunc('month', now() AT TIME ZONE 'UTC')
+                 AND s.span_type IN ('llm', 'embedding') AND s.status <> 'pending'
+                 AND NOT EXISTS (SELECT 1 FROM spans c
+                                 WHERE c.parent_span_id = s.span_id AND c.span_type IN ('llm', 'embedding'))
+           )
+           SELECT b.budget_id, b.scope, b.scope_value, b.monthly_limit, coalesce(sum(m.cost), 0) AS spent
+           FROM otel_budgets b
+           LEFT JOIN month_calls m
+             ON b.scope = 'all'
+             OR (b.scope = 'workflow' AND m.workflow_id = b.scope_value)
+             OR (b.scope = 'user' AND m.user_id::text = b.scope_value)
+           GROUP BY b.budget_id ORDER BY b.budget_id""",
+    )
+    if not rows:
+        return [Finding("budgets", OK, "no budgets set (otel_budgets)")]
+    breached = [r for r in rows if r["spent"] > r["monthly_limit"]]
+    if breached:
+        return [
+            Finding(
+                "budgets",
+                WARN,
+                "breached this month: "
+                + ", ".join(
+                    f"{r['scope']}{' ' + r['scope_value'] if r['scope_value'] else ''} "
+                    f"{float(r['spent']):.2f} of {float(r['monthly_limit']):.2f} USD"
+                    for r in breached
+                ),
+                "see otel-pg-report; raise the limit or find the spender",
+                {
+                    "breached": [
+                        {**r, "spent": float(r["spent"]), "monthly_limit": float(r["monthly_limit"])}
+                        for r in breached
+                    ]
+                },
+            )
+        ]
+    return [Finding("budgets", OK, f"{len(rows)} budgets, none breached this month")]
+
+
+def check_retention(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    findings: list[Finding] = []
+    if not _exists(conn, "otel_retention_runs"):
+        findings.append(
+            Finding(
+                "retention_runs",
+                WARN,
+                "otel_retention_runs is missing (migration 007)",
+                "otel-pg-install-schema",
+            )
+        )
+    else:
+        last = _rows(
+            conn,
+            """SELECT run_id, started_at, finished_at, removed,
+                      now() - coalesce(finished_at, started_at) AS age
+               FROM otel_retention_runs ORDER BY run_id DESC LIMIT 1""",
+        )
+        if not last:
+            findings.append(
+                Finding(
+                    "retention_runs",
+                    WARN,
+                    "retention has never run: traces are kept forever",
+                    "schedule otel-pg-cleanup (cron) or CALL otel_retention_sweep(...) (pg_cron)",
+                )
+            )
+        else:
+            r = last[0]
+            total = sum(int(v.get("traces", 0)) for v in (r["removed"] or {}).values())
+            when = f"run {r['run_id']} started {r['started_at']:%Y-%m-%d %H:%M} UTC"
+            if r["finished_at"] is None and r["age"] > timedelta(hours=1):
+                findings.append(
+                    Finding(
+                        "retention_runs",
+                        WARN,
+                        f"last {when} never finished",
+                        "look at the server log; run otel-pg-cleanup",
+                    )
+                )
+            elif r["age"] > RETENTION_STALE:
+                findings.append(
+                    Finding(
+                        "retention_runs",
+                        WARN,
+                        f"last {when}, {r['age'].days} days ago",
+                        "is the schedule still running? otel-pg-cleanup / otel_retention_sweep",
+                    )
+                )
+            else:
+                findings.append(Finding("retention_runs", OK, f"last {when}, removed {total:,} traces"))
+    if _one(conn, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')"):
+        try:
+            jobs = _one(
+                conn,
+                "SELECT count(*) FROM cron.job WHERE active AND command ILIKE %s",
+                ("%otel_retention_sweep%",),
+            )
+        except psycopg.Error:
+            jobs = None
+        if jobs:
+            findings.append(
+                Finding("retention_schedule", OK, f"pg_cron runs otel_retention_sweep ({jobs} job)")
+            )
+        elif jobs is None:
+            findings.append(
+                Finding("retention_schedule", OK, "pg_cron installed; its jobs are not readable by this role")
+            )
+        else:
+            findings.append(
+                Finding(
+                    "retention_schedule",
+                    WARN,
+                    "pg_cron is installed but no job runs otel_retention_sweep",
+                    "SELECT cron.schedule('otel-retention', '17 3 * * *', $$CALL otel_retention_sweep(90)$$)",
+                )
+            )
+    else:
+        findings.append(
+            Finding("retention_schedule", OK, "pg_cron not installed: schedule otel-pg-cleanup with cron")
+        )
+    return findings
+
+
+def check_settings(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    # reset_val: the value a new session of this role gets (not the doctor's own SETs)
+    values = {
+        r["name"]: r
+        for r in _rows(
+            conn,
+            """SELECT name, reset_val, unit FROM pg_settings
+               WHERE name IN ('statement_timeout', 'lock_timeout', 'idle_session_timeout',
+                              'idle_in_transaction_session_timeout', 'max_connections')""",
+        )
+    }
+
+    def ms(name: str) -> int:
+        row = values.get(name)
+        if row is None:
+            return 0
+        factor = {"ms": 1, "s": 1000, "min": 60_000}.get(row["unit"] or "ms", 1)
+        return int(row["reset_val"]) * factor
+
+    problems: list[str] = []
+    for name, minimum in (
+        ("statement_timeout", STATEMENT_TIMEOUT_MIN_MS),
+        ("lock_timeout", LOCK_TIMEOUT_MIN_MS),
+        ("idle_session_timeout", IDLE_SESSION_TIMEOUT_MIN_MS),
+    ):
+        value = ms(name)
+        if 0 < value < minimum:
+            problems.append(f"{name} = {value} ms (under {minimum} ms)")
+    max_conn = int(values["max_connections"]["reset_val"]) if "max_connections" in values else 0
+    used = int(_one(conn, "SELECT count(*) FROM pg_stat_activity") or 0)
+    reserved = int(_one(conn, "SELECT current_setting('superuser_reserved_connections')::int") or 0)
+    headroom = max_conn - reserved - used
+    detail = f"connections {used} of {max_conn} ({reserved} reserved)"
+    if max_conn and headroom < CONNECTION_HEADROOM_MIN:
+        problems.append(f"only {headroom} connections left ({detail})")
+    if problems:
+        return [
+            Finding(
+                "server_settings",
+                WARN,
+                "; ".join(problems),
+                "raise them for the exporter's role (ALTER ROLE ... SET statement_timeout = '30s'), "
+                "or use a pooler for many processes",
+            )
+        ]
+    return [Finding("server_settings", OK, f"timeouts suit the exporter; {detail}")]
+
+
+#: Every check, in the order they print. The migrations check needs the DSN (it reads the
+#: bookkeeping through ``schema_status``), the others only the connection.
+CHECKS: tuple[tuple[str, Check], ...] = (
+    ("seed_columns", check_columns),
+    ("seed_constraints", check_constraints),
+    ("seed_indexes", check_indexes),
+    ("rls", check_rls),
+    ("exporter_role", check_exporter_role),
+    ("tables", check_tables),
+    ("gin_pending_list", check_gin_pending),
+    ("stuck", check_stuck),
+    ("unpriced_models", check_unpriced),
+    ("budgets", check_budgets),
+    ("retention", check_retention),
+    ("server_settings", check_settings),
+)
+
+
+def diagnose(
+    dsn: str | None = None, *, schema: str | None = None, options: DoctorOptions | None = None
+) -> list[Finding]:
+    """Run every check on one read-only connection; never writes."""
+    opts = options or DoctorOptions()
+    resolved, _ = resolve_dsn(dsn)
+    try:
+        with connect(dsn, schema=schema) as conn:
+            conn.execute("SET default_transaction_read_only = on")
+            conn.execute(f"SET statement_timeout = {int(opts.statement_timeout_ms)}")
+            version = _one(conn, "SHOW server_version")
+            findings = [
+                Finding(
+                    "connection", OK, f"PostgreSQL {version}, schema {_one(conn, 'SELECT current_schema()')}"
+                )
+            ]
+            if not _exists(conn, "traces") or not _exists(conn, "spans"):
+                findings.append(
+                    Finding(
+                        "tables_present",
+                        FAIL,
+                        "no traces/spans tables in this schema",
+                        "otel-pg-install-schema",
+                    )
+                )
+                return findings
+            try:
+                findings += check_migrations(conn, opts, resolved, schema)
+            except (psycopg.Error, OtelPgError) as exc:
+                findings.append(
+                    Finding("migrations", FAIL, f"could not check: {safe_message(exc, resolved)}")
+                )
+            for name, check in CHECKS:
+                try:
+                    findings += check(conn, opts)
+                except psycopg.Error as exc:
+                    findings.append(Finding(name, FAIL, f"could not check: {safe_message(exc, resolved)}"))
+            return findings
+    except OtelPgError as exc:
+        return [
+            Finding(
+                "connection", FAIL, safe_message(exc, resolved), "check the DSN and that the server is up"
+            )
+        ]
+
+
+def exit_code(findings: Sequence[Finding]) -> int:
+    """0 healthy, 1 warnings only, 2 a failure."""
+    return max((SEVERITY[f.status] for f in findings), default=0)
+
+
+def render_text(findings: Sequence[Finding]) -> str:
+    width = max((len(f.name) for f in findings), default=10)
+    lines = []
+    for f in findings:
+        lines.append(f"{f.status.upper():<4}  {f.name:<{width}}  {f.detail}")
+        if f.action and f.status != OK:
+            lines.append(f"{'':<4}  {'':<{width}}  -> {f.action}")
+    worst = exit_code(findings)
+    counts = {s: sum(1 for f in findings if f.status == s) for s in (OK, WARN, FAIL)}
+    verdict = ("healthy", "warnings", "problems")[worst]
+    lines.append(f"\n{verdict}: {counts[OK]} ok, {counts[WARN]} warn, {counts[FAIL]} fail")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(findings: Sequence[Finding]) -> str:
+    return json.dumps(
+        {"status": ("ok", "warn", "fail")[exit_code(findings)], "findings": [asdict(f) for f in findings]},
+        indent=2,
+        default=str,
+    )
