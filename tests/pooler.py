@@ -67,7 +67,10 @@ class PgBouncer:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited: {self.proc.stderr.read().decode()[-500:]}")
@@ -90,7 +93,7 @@ class PgBouncer:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # immediate shutdown
+            self.proc.send_signal(signal.SIGTERM)  # immediate shutdown (SIGINT waits for clients)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
