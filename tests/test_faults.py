@@ -244,6 +244,7 @@ def test_corrupted_and_truncated_spool_files(db_dsn, tmp_path, caplog) -> None:
     exporter.shutdown()
     assert stored(db_dsn, run_id) == 30  # records 1 and 3 of the first file, 1 of the second
     assert "corrupted record" in caplog.text and "torn record" in caplog.text
+    assert exporter.stats()["dropped_by_reason"] == {"spool_corrupt": 20}  # both lost records, counted
 
 
 def test_full_spool_counts_drops_exactly(db_dsn, proxy, tmp_path) -> None:

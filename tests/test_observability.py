@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import uuid
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -27,11 +29,31 @@ def _metric_points(reader: InMemoryMetricReader) -> dict[str, list]:
     return out
 
 
-def test_counters_reach_stats_and_otel_metrics(db_dsn, tmp_path, caplog) -> None:
-    from opentelemetry import metrics
+_READER: InMemoryMetricReader | None = None
 
-    reader = InMemoryMetricReader()
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))  # the app's pipeline
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    """The application's metrics pipeline: one global MeterProvider per process (the API allows
+    setting it once), read in memory; tests tell their exporter's points by its component name."""
+    global _READER
+    if _READER is None:
+        from opentelemetry import metrics
+
+        _READER = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+    return _READER
+
+
+def _points_of(reader: InMemoryMetricReader, exporter: PostgresSpanExporter) -> dict[str, list]:
+    name = exporter.telemetry._attrs["otel.component.name"]
+    return {
+        metric: [p for p in points if p.attributes.get("otel.component.name") == name]
+        for metric, points in _metric_points(reader).items()
+    }
+
+
+def test_counters_reach_stats_and_otel_metrics(db_dsn, tmp_path, caplog, reader) -> None:
     proxy = TcpProxy(db_dsn)
     capture = Capture()
     caplog.set_level(logging.WARNING, logger="otel_pg_exporter")
@@ -54,11 +76,12 @@ def test_counters_reach_stats_and_otel_metrics(db_dsn, tmp_path, caplog) -> None
     assert stats["exported"] == 16 and stats["spooled"] == 15 and stats["replayed"] == 15
     assert stats["sanitized"] == 1 and stats["dropped"] == 0 and stats["retried"] >= 1
     assert stats["export_latency_ms"]["count"] == 4
-    points = _metric_points(reader)
+    points = _points_of(reader, exporter)
     assert sum(p.value for p in points["otel.sdk.exporter.span.exported"]) == 16
     assert sum(p.value for p in points["otel_pg.exporter.span.spooled"]) == 15
     assert sum(p.value for p in points["otel_pg.exporter.span.replayed"]) == 15
     assert sum(p.value for p in points["otel_pg.exporter.span.sanitized"]) == 1
+    assert sum(p.value for p in points["otel_pg.exporter.batch.retried"]) == stats["retried"]
     assert sum(p.count for p in points["otel.sdk.exporter.operation.duration"]) == 4
     exported = points["otel.sdk.exporter.span.exported"][0]
     assert exported.attributes["otel.component.type"] == "postgres_span_exporter"
@@ -109,3 +132,64 @@ def test_spool_directories_are_per_destination(db_dsn, tmp_path) -> None:
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_drop_reasons_and_degraded_spans_reach_stats_and_metrics(make_database, tmp_path, reader) -> None:
+    """Each way of losing (or thinning) a span is counted under its own reason, in stats() and as
+    otel_pg.exporter.span.dropped{error.type=...}: refused by the database, spool unwritable."""
+    import psycopg
+
+    from otel_pg_exporter import install_schema
+
+    dsn = make_database()
+    install_schema(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE spans ADD CONSTRAINT no_deadly CHECK (name <> 'deadly')")
+        conn.execute("ALTER TABLE spans ADD CONSTRAINT no_poison CHECK (NOT inputs::text LIKE '%poison%')")
+    capture = Capture()
+    for name, value in (("deadly", "ok"), ("fine", "poison"), ("fine", "ok")):
+        with capture.tracer.start_as_current_span(name, attributes={"input.value": value}):
+            pass
+    exporter = PostgresSpanExporter(dsn, spool_dir="off")
+    assert exporter.export(capture.take()).name == "SUCCESS"
+    exporter.shutdown()
+    stats = exporter.stats()
+    assert stats["dropped_by_reason"] == {"rejected_by_database": 1} and stats["degraded"] == 1
+    points = _points_of(reader, exporter)
+    dropped = {p.attributes.get("error.type"): p.value for p in points["otel_pg.exporter.span.dropped"]}
+    assert dropped == {"rejected_by_database": 1}
+    assert sum(p.value for p in points["otel_pg.exporter.span.degraded"]) == 1
+
+    # a spool that breaks after start (its directory replaced by a file: every write fails)
+    lost = PostgresSpanExporter("postgresql://u@127.0.0.1:1/none", timeout_s=0.3, spool_dir=str(tmp_path))
+    assert lost.spool is not None
+    shutil.rmtree(lost.spool.directory)
+    lost.spool.directory.write_text("not a directory any more")
+    with capture.tracer.start_as_current_span("cannot be spooled"):
+        pass
+    assert lost.export(capture.take()).name == "FAILURE"
+    lost.shutdown()
+    assert lost.stats()["dropped_by_reason"] == {"spool_error": 1}
+    dropped = {
+        p.attributes.get("error.type"): p.value
+        for p in _points_of(reader, lost)["otel_pg.exporter.span.dropped"]
+    }
+    assert dropped == {"spool_error": 1}
+
+
+def test_an_unusable_spool_directory_does_not_stop_the_application(tmp_path, caplog) -> None:
+    """A read-only or broken volume: the exporter starts without a spool and says so once."""
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("a file where the spool directory should be")
+    caplog.set_level(logging.ERROR, logger="otel_pg_exporter")
+    exporter = PostgresSpanExporter(
+        "postgresql://u@127.0.0.1:1/none", timeout_s=0.3, spool_dir=str(not_a_dir / "spool")
+    )
+    assert exporter.spool is None and exporter.stats()["spool_unavailable"] == 1
+    assert "is not usable" in caplog.text and "running without a spool" in caplog.text
+    capture = Capture()
+    with capture.tracer.start_as_current_span("lost, and counted"):
+        pass
+    assert exporter.export(capture.take()).name == "FAILURE"
+    exporter.shutdown()
+    assert exporter.stats()["dropped_by_reason"] == {"database_unreachable": 1}

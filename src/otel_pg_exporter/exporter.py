@@ -209,8 +209,17 @@ class PostgresSpanExporter(SpanExporter):
         self.spool: Spool | None = None
         if s.spool_enabled:
             root = Path(s.spool_dir) if s.spool_dir else default_spool_root()
-            self.spool = Spool(root, s.dsn, s.spool_max_bytes)
-            if self.spool.has_data():  # left by an earlier process (or a crash): replay it
+            try:
+                self.spool = Spool(root, s.dsn, s.spool_max_bytes)
+            except OSError as exc:  # a read-only or missing volume must not stop the application
+                logger.error(
+                    "otel-pg-exporter: spool directory %s is not usable (%s); running without a spool: "
+                    "batches that cannot be written are lost",
+                    root,
+                    safe_message(exc),
+                )
+                self._telemetry.add("spool_unavailable", 1)
+            if self.spool is not None and self.spool.has_data():  # left by an earlier process: replay it
                 self._start_replayer()
 
     def _new_pool(self) -> ConnectionPool:
@@ -656,6 +665,9 @@ class PostgresSpanExporter(SpanExporter):
                 self._wake.wait(RESCAN_S)
                 self._wake.clear()
 
+    def _count_corrupt(self, spans: int) -> None:
+        self._telemetry.add("dropped", spans, reason="spool_corrupt")
+
     def _replay_segments(self) -> str:
         """Replay every segment we can claim, oldest first: "done", "failed" or "busy"."""
         assert self.spool is not None
@@ -668,7 +680,7 @@ class PostgresSpanExporter(SpanExporter):
                 if f is None:
                     busy = True
                     continue
-                for record in iter_records(f, path.name):
+                for record in iter_records(f, path.name, skipped=self._count_corrupt):
                     try:
                         spans = decode_payload(record.payload)
                     except (ValueError, KeyError, TypeError) as exc:

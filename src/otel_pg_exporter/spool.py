@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -178,8 +178,11 @@ class Record:
     payload: bytes
 
 
-def iter_records(f: BinaryIO, name: str = "") -> Iterator[Record]:
-    """Intact records of a segment; torn or corrupted ones are logged and skipped."""
+def iter_records(
+    f: BinaryIO, name: str = "", skipped: Callable[[int], None] | None = None
+) -> Iterator[Record]:
+    """Intact records of a segment; torn or corrupted ones are logged and skipped, and ``skipped``
+    hears how many spans each held (from its header, when the header itself is intact)."""
     data = f.read()
     pos = 0
     while pos + HEADER.size <= len(data):
@@ -194,6 +197,8 @@ def iter_records(f: BinaryIO, name: str = "") -> Iterator[Record]:
         nxt = data.find(MAGIC, pos + 1)
         what = "torn record at end" if nxt < 0 and start + length > len(data) else "corrupted record"
         logger.warning("otel-pg-exporter: spool %s: skipped %s at byte %d", name, what, pos)
+        if skipped is not None and magic == MAGIC:
+            skipped(count)
         if nxt < 0:
             return
         pos = nxt
@@ -319,13 +324,13 @@ class Spool:
         """Segment files, oldest first."""
         try:
             return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
-        except FileNotFoundError:
+        except OSError:  # gone, or no longer a directory: nothing readable is held
             return []
 
     def size_bytes(self) -> int:
         total = 0
         for p in self.segments():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 total += p.stat().st_size
         return total
 
