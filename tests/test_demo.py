@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -13,7 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    """The README's first command, in the environment (venv and Python) running these tests."""
+    venv = f"VENV={sys.prefix}" if sys.prefix != sys.base_prefix else "VENV=.venv"
+    return subprocess.run(
+        ["make", "demo", venv, f"PYTHON={sys.executable}"],
+        cwd=ROOT,
+        env={k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -48,6 +58,12 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
             (r["status"], r["model"])
             for r in conn.execute("SELECT status, model FROM spans WHERE span_type = 'llm'")
         }
+        refused = conn.execute(
+            "SELECT cost, metadata->'cost' AS info FROM spans WHERE span_type = 'llm' AND status = 'failed'"
+        ).fetchall()
+        assert [r["info"] for r in refused] == [
+            {"status": "no_usage"}
+        ]  # the 429: nothing to bill, not unpriced
         priced = conn.execute(
             "SELECT cost, metadata->'cost'->>'status' AS status FROM spans "
             "WHERE span_type = 'llm' AND status = 'completed'"
@@ -56,6 +72,9 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
         # the response model where there was a response; the request model on the refused call
         assert models == {("completed", "gpt-4o-mini-2024-07-18"), ("failed", "gpt-4o-mini")}
     assert "sk-demo" not in proc.stdout + proc.stderr
+    unpriced = proc.stdout.split("unpriced models")[1].split("calls without token usage")[0]
+    assert "gpt-4o-mini" not in unpriced  # the demo's own figures are honest
+    assert "no usage" in proc.stdout and "too few for a range" in proc.stdout
 
 
 def test_make_demo_with_the_embedded_database() -> None:
