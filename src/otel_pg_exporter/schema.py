@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -39,6 +39,9 @@ BOOKKEEPING_TABLE = "otel_pg_schema_migrations"
 ADVISORY_LOCK_KEY = 0x6F74656C7067
 OPTIONAL_RLS_VERSION = 4
 AUTH_COMPAT_FILE = "compat/supabase_auth_uid.sql"
+
+if TYPE_CHECKING:  # importlib.resources.abc exists from Python 3.11 on; only annotations use it
+    from importlib.resources.abc import Traversable
 
 #: What a migration leaves behind: a query that is true when its objects already exist
 #: (used to tell "adopted" from "applied", and for ``--status`` on an unmanaged database).
