@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -101,3 +102,12 @@ def app_env(db_dsn: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def drop_exporter_role(dsn: str) -> None:
+    """Roles are cluster-wide: a test that created ``otel_exporter`` removes what it owns in its own
+    database and the role itself unless another test's database still uses it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP OWNED BY otel_exporter")
+        with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
+            conn.execute("DROP ROLE otel_exporter")

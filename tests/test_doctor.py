@@ -16,7 +16,7 @@ import pytest
 from otel_pg_exporter import PostgresSpanExporter, install_schema
 from otel_pg_exporter.doctor import diagnose, exit_code
 from otel_pg_exporter.retention import sweep
-from support import Capture, chat_attributes
+from support import Capture, chat_attributes, drop_exporter_role
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE_SQL = ROOT / "sql" / "roles" / "otel_exporter_role.sql"
@@ -120,10 +120,13 @@ def test_rls_policy_missing_and_rls_switched_off(healthy) -> None:
 
 def test_exporter_role_missing_a_grant(healthy) -> None:
     sql(healthy, ROLE_SQL.read_text())
-    assert by_name(healthy)["exporter_role"]["status"] == "ok"
-    sql(healthy, "REVOKE UPDATE ON spans FROM otel_exporter")
-    f = by_name(healthy)["exporter_role"]
-    assert f["status"] == "fail" and f["data"]["missing"] == ["UPDATE on spans"]
+    try:
+        assert by_name(healthy)["exporter_role"]["status"] == "ok"
+        sql(healthy, "REVOKE UPDATE ON spans FROM otel_exporter")
+        f = by_name(healthy)["exporter_role"]
+        assert f["status"] == "fail" and f["data"]["missing"] == ["UPDATE on spans"]
+    finally:
+        drop_exporter_role(healthy)
 
 
 def _old_orphan_and_calls(dsn: str) -> None:

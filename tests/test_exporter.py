@@ -15,7 +15,7 @@ import pytest
 from otel_pg_exporter import ConfigurationError, PostgresSpanExporter, span_uuid, trace_uuid
 from otel_pg_exporter.fakeai import FakeOpenAI
 from otel_pg_exporter.mapping import map_span
-from support import Capture, app_env, fetch_spans, fetch_trace
+from support import Capture, app_env, drop_exporter_role, fetch_spans, fetch_trace
 
 
 def test_span_uuid_is_deterministic_and_trace_scoped() -> None:
@@ -315,6 +315,4 @@ def test_exporter_works_under_the_least_privilege_role(make_database, capture) -
     with psycopg.connect(role_dsn) as conn:  # and nothing more than it needs
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM spans")
-    with psycopg.connect(dsn, autocommit=True) as conn:  # roles are cluster-wide: leave none behind
-        conn.execute("DROP OWNED BY otel_exporter")
-        conn.execute("DROP ROLE otel_exporter")
+    drop_exporter_role(dsn)
