@@ -103,3 +103,38 @@ def test_cli_with_a_prices_file_and_date_window(db_dsn, capture, tmp_path) -> No
             "SELECT total_cost FROM traces WHERE trace_id = %s", (fetch_trace(db_dsn, tid)["trace_id"],)
         ).fetchone()[0]
     assert total == Decimal("0.28")
+
+
+def test_cli_dry_run_until_and_chunk(db_dsn, capture, tmp_path) -> None:
+    """--dry-run changes nothing but says what would change; --until before the spans selects
+    none; --chunk 1 (one span per transaction) reaches the same result as one big chunk."""
+    exporter = PostgresSpanExporter(db_dsn, prices=PRICE_A)
+    tid = _trace(capture)
+    exporter.export(capture.take())
+    exporter.shutdown()
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"acme/model-x": {"input": 10, "output": 10}}))
+    cli = [
+        sys.executable,
+        "-c",
+        "from otel_pg_exporter.cli import recompute_costs_main as m; raise SystemExit(m())",
+    ]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [*cli, "--dsn", db_dsn, "--prices", str(prices), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    before = fetch_spans(db_dsn, tid)["a"]["cost"]
+    dry = run("--dry-run")
+    assert "would change 2 spans" in dry and fetch_spans(db_dsn, tid)["a"]["cost"] == before
+    assert "scanned 0 model-call spans" in run("--until", "2000-01-01")
+    assert fetch_spans(db_dsn, tid)["a"]["cost"] == before
+    assert "changed 2 spans" in run("--chunk", "1")
+    assert fetch_spans(db_dsn, tid)["a"]["cost"] == Decimal("0.015")
+    assert fetch_trace(db_dsn, tid)["total_cost"] == Decimal("0.28")

@@ -84,3 +84,44 @@ def test_make_demo_with_the_embedded_database() -> None:
     assert "Traces stored by this run (6)" in proc.stdout
     assert "support-agent run" in proc.stdout and "execute_tool get_weather" in proc.stdout
     assert "Embedded database stopped" in proc.stdout
+
+
+def test_demo_runs_keep_and_stop_with_its_own_data_dir() -> None:
+    """--runs, --data-dir and --keep: the embedded database stays up with this run's traces (the
+    printed psql DSN reaches it) until ``otel-pg-demo --stop``."""
+    import shutil
+    import tempfile
+    import uuid
+
+    demo = str(Path(sys.executable).parent / "otel-pg-demo")
+    data_dir = Path(tempfile.gettempdir()) / f"otel-pg-demo-test-{uuid.uuid4().hex[:8]}" / "pgdata"
+    try:
+        proc = subprocess.run(
+            [demo, "--runs", "2", "--keep", "--data-dir", str(data_dir)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traces stored by this run (2)" in proc.stdout
+        assert f"otel-pg-demo --stop --data-dir {data_dir}" in proc.stdout
+        dsn = proc.stdout.split('psql "')[1].split('"')[0]
+        with psycopg.connect(dsn) as conn:
+            assert (
+                conn.execute("SELECT count(*) FROM traces WHERE workflow_id = 'support-agent'").fetchone()[0]
+                == 2
+            )
+        stop = subprocess.run(
+            [demo, "--stop", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120
+        )
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert not data_dir.exists()
+        try:
+            psycopg.connect(dsn, connect_timeout=3).close()
+        except psycopg.OperationalError:
+            pass
+        else:
+            raise AssertionError("the kept database still answers after --stop")
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)

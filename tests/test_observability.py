@@ -120,6 +120,36 @@ def test_configure_applies_recommended_queue_settings(db_dsn, tmp_path) -> None:
     env["OTEL_BSP_MAX_QUEUE_SIZE"] = "100"  # the SDK's own variable still wins
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["100", "1000", "100"], out.stderr  # batch capped to the queue
+    del env["OTEL_BSP_MAX_QUEUE_SIZE"]
+    chosen = code.replace(
+        "configure()", 'configure(batch={"max_queue_size": 300, "schedule_delay_millis": 50})'
+    )
+    out = subprocess.run([sys.executable, "-c", chosen], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["300", "50", "300"], out.stderr  # batch= wins, batch capped to the queue
+
+
+def test_configure_logs_false_adds_no_log_exporter(db_dsn, tmp_path) -> None:
+    code = textwrap.dedent("""
+        import otel_pg_exporter
+        from opentelemetry._logs import get_logger_provider
+        from opentelemetry.sdk._logs import LoggerProvider
+        otel_pg_exporter.configure(logs={logs})
+        lp = get_logger_provider()
+        procs = lp._multi_log_record_processor._log_record_processors if isinstance(lp, LoggerProvider) else ()
+        print(sum(type(getattr(p, "_exporter", None) or getattr(getattr(p, "_batch_processor", None), "_exporter", None)).__name__
+                  == "PostgresLogExporter" for p in procs))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({"OTEL_EXPORTER_POSTGRES_DSN": db_dsn, "OTEL_EXPORTER_POSTGRES_SPOOL_DIR": str(tmp_path)})
+    for logs, expected in (("True", "1"), ("False", "0")):
+        out = subprocess.run(
+            [sys.executable, "-c", code.replace("{logs}", logs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.stdout.split() == [expected], out.stderr
 
 
 def test_spool_directories_are_per_destination(db_dsn, tmp_path) -> None:

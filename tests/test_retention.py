@@ -205,3 +205,19 @@ def test_cleanup_command(dataset: Dataset) -> None:
     assert f"removed {total:,} traces" in real.stdout
     bad = subprocess.run([*base, "--days", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--days" in bad.stderr
+
+
+def test_cleanup_max_chunks_stops_early_and_the_next_run_goes_on(dataset: Dataset) -> None:
+    bindir = Path(sys.executable).parent
+    base = [str(bindir / "otel-pg-cleanup"), "--dsn", dataset.dsn, "--days", "30", "--chunk", "2"]
+    total = sum(len(v) for v in dataset.expected.values())
+    first = subprocess.run([*base, "--max-chunks", "1"], capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "in 1 chunks" in first.stdout
+    left_after_first = len(present(dataset.dsn)[0])
+    assert left_after_first > len(dataset.kept)  # one chunk of 2 traces cannot take all the expired ones
+    rest = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert rest.returncode == 0, rest.stderr
+    assert present(dataset.dsn)[0] == dataset.kept  # the second run took the rest
+    removed_first = len(dataset.kept) + total - left_after_first
+    assert 0 < removed_first < total and f"removed {total - removed_first:,} traces" in rest.stdout

