@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -73,18 +74,27 @@ def test_recompute_after_a_price_change(db_dsn, capture, tmp_path) -> None:
     assert fetch_trace(db_dsn, tid)["total_cost"] == Decimal("0.26")
 
 
-def test_cli_with_a_prices_file_and_date_window(db_dsn, capture, tmp_path) -> None:
+RECOMPUTE = [
+    sys.executable,
+    "-c",
+    "from otel_pg_exporter.cli import recompute_costs_main as m; raise SystemExit(m())",
+]
+
+
+def _stored_at_price_a(db_dsn: str, capture, folder: Path) -> tuple[int, Path]:
+    """A trace stored at PRICE_A, and a prices file that makes model-x ten times dearer."""
     exporter = PostgresSpanExporter(db_dsn, prices=PRICE_A)
     tid = _trace(capture)
     exporter.export(capture.take())
     exporter.shutdown()
-    prices = tmp_path / "prices.json"
+    prices = folder / "prices.json"
     prices.write_text(json.dumps({"acme/model-x": {"input": 10, "output": 10}}))
-    cli = [
-        sys.executable,
-        "-c",
-        "from otel_pg_exporter.cli import recompute_costs_main as m; raise SystemExit(m())",
-    ]
+    return tid, prices
+
+
+def test_cli_with_a_prices_file_and_date_window(db_dsn, capture, tmp_path) -> None:
+    tid, prices = _stored_at_price_a(db_dsn, capture, tmp_path)
+    cli = RECOMPUTE
     future = subprocess.run(
         [*cli, "--dsn", db_dsn, "--prices", str(prices), "--since", "2999-01-01"],
         capture_output=True,
@@ -108,17 +118,8 @@ def test_cli_with_a_prices_file_and_date_window(db_dsn, capture, tmp_path) -> No
 def test_cli_dry_run_until_and_chunk(db_dsn, capture, tmp_path) -> None:
     """--dry-run changes nothing but says what would change; --until before the spans selects
     none; --chunk 1 (one span per transaction) reaches the same result as one big chunk."""
-    exporter = PostgresSpanExporter(db_dsn, prices=PRICE_A)
-    tid = _trace(capture)
-    exporter.export(capture.take())
-    exporter.shutdown()
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"acme/model-x": {"input": 10, "output": 10}}))
-    cli = [
-        sys.executable,
-        "-c",
-        "from otel_pg_exporter.cli import recompute_costs_main as m; raise SystemExit(m())",
-    ]
+    tid, prices = _stored_at_price_a(db_dsn, capture, tmp_path)
+    cli = RECOMPUTE
 
     def run(*args: str) -> str:
         proc = subprocess.run(
