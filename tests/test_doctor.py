@@ -163,8 +163,15 @@ def test_stuck_traces_placeholders_unpriced_models_and_budgets(healthy) -> None:
     assert "my-unpriced-model-x (openai, 2 calls)" in f["unpriced_models"]["detail"]
     assert "gpt-4o-mini" not in f["unpriced_models"]["detail"]
     assert f["budgets"]["status"] == "warn" and "breached this month: all" in f["budgets"]["detail"]
-    # a shorter grace does not change the 3-day-old ones; a longer one hides them
+    # a longer grace hides the 3-day-old ones
     assert by_name_with(healthy, "--grace-hours", "100")["stuck_running_traces"]["status"] == "ok"
+    # unpriced calls of 3 days ago: inside the default 7-day window, outside a 2-day one
+    sql(
+        healthy,
+        "UPDATE spans SET started_at = started_at - interval '3 days' WHERE model = 'my-unpriced-model-x'",
+    )
+    assert by_name(healthy)["unpriced_models"]["status"] == "warn"
+    assert by_name_with(healthy, "--recent-days", "2")["unpriced_models"]["status"] == "ok"
 
 
 def by_name_with(dsn: str, *args: str) -> dict[str, dict]:
