@@ -16,6 +16,7 @@ from .exporter import PostgresSpanExporter, configure
 from .ids import span_uuid, trace_uuid
 from .log_exporter import PostgresLogExporter
 from .schema import InstallResult, MigrationState, install_schema, schema_status
+from .trace_store import TraceStore, TraceStoreError
 
 __all__ = [
     "ChecksumMismatch",
@@ -29,6 +30,8 @@ __all__ = [
     "PostgresSpanExporter",
     "SchemaDrift",
     "SchemaError",
+    "TraceStore",
+    "TraceStoreError",
     "__version__",
     "configure",
     "install_schema",

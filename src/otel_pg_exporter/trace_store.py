@@ -1,0 +1,530 @@
+"""``TraceStore``: read stored traces back, for application code and the explorer.
+
+Every call is one read-only transaction with a statement timeout (``SET LOCAL``, so it holds
+behind transaction-mode poolers too). With ``as_user`` the transaction runs as ``as_role``
+(default ``authenticated``, Supabase's role for signed-in users) with ``request.jwt.claim.sub`` set
+to that user, so the seed's row level security policies decide what is visible, exactly as for a
+Supabase API call. Results are dataclasses; JSON columns come back as Python values.
+
+Lists are keyset-paged: a page carries opaque ``older`` / ``newer`` cursors, so paging costs the
+same on the millionth trace as on the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .dsn import resolve_dsn, safe_message
+from .errors import ConfigurationError, OtelPgError
+from .schema import schema_name
+
+#: Sort keys of ``list_traces``: name → SQL expression over ``traces t`` (NULLs sort as 0).
+SORTS: dict[str, str] = {
+    "started_at": "t.started_at",
+    "duration": "coalesce(t.total_duration_ms, 0)",
+    "cost": "coalesce(t.total_cost, 0)",
+    "tokens": "coalesce((t.total_tokens ->> 'total')::bigint, 0)",
+}
+STATUSES = ("running", "completed", "failed", "cancelled")
+PREVIEW_CHARS = 200
+MAX_LIMIT = 500
+
+_TRACE_COLUMNS = """t.trace_id, t.execution_id, t.workflow_id, t.user_id, t.status, t.started_at,
+    t.completed_at, t.total_duration_ms, t.total_tokens, t.total_cost, t.error,
+    left(t.query, %(preview)s) AS query_preview, t.metadata ->> 'session_id' AS session_id"""
+
+#: Per page, for the visible traces only: their models and span counts (one query, not per row).
+_PAGE_EXTRAS = """
+SELECT s.trace_id,
+       array_remove(array_agg(DISTINCT s.model ORDER BY s.model), NULL) AS models,
+       count(*) AS span_count,
+       count(*) FILTER (WHERE s.status IN ('failed', 'cancelled')) AS failed_spans
+FROM spans s WHERE s.trace_id = ANY(%(ids)s) GROUP BY s.trace_id"""
+
+_TRACE = "SELECT t.*, t.metadata ->> 'session_id' AS session_id FROM traces t WHERE t.trace_id = %(id)s"
+_SPANS_OF_TRACE = "SELECT * FROM spans WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
+_SPAN = "SELECT * FROM spans WHERE span_id = %(id)s"
+
+_SESSIONS = """
+SELECT t.metadata ->> 'session_id' AS session_id, count(*) AS traces,
+       min(t.started_at) AS first_started_at, max(t.started_at) AS last_started_at,
+       sum(coalesce(t.total_cost, 0)) AS total_cost,
+       sum(coalesce((t.total_tokens ->> 'total')::bigint, 0)) AS total_tokens,
+       array_remove(array_agg(DISTINCT t.user_id), NULL) AS users,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed
+FROM traces t
+WHERE t.metadata ? 'session_id' AND t.started_at >= %(since)s AND t.started_at < %(until)s
+GROUP BY 1 ORDER BY max(t.started_at) DESC LIMIT %(limit)s"""
+
+_SESSION_TRACES = f"""
+SELECT {_TRACE_COLUMNS}, t.query
+FROM traces t WHERE t.metadata @> %(session)s ORDER BY t.started_at, t.trace_id LIMIT %(limit)s"""
+
+#: What a trace answered: the output of its root span (for conversation replays).
+_ROOT_OUTPUTS = """
+SELECT trace_id, outputs FROM spans
+WHERE trace_id = ANY(%(ids)s) AND parent_span_id IS NULL AND status <> 'pending'"""
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """One row of a trace list."""
+
+    trace_id: uuid.UUID
+    execution_id: str
+    workflow_id: str
+    user_id: uuid.UUID | None
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+    duration_ms: int | None
+    tokens: dict[str, Any]
+    cost: Decimal
+    error: str | None
+    query_preview: str | None
+    session_id: str | None
+    models: tuple[str, ...] = ()
+    span_count: int = 0
+    failed_spans: int = 0
+
+
+@dataclass
+class SpanNode:
+    """One stored span, with its children (in start order) once placed in a tree."""
+
+    span_id: uuid.UUID
+    trace_id: uuid.UUID
+    parent_span_id: uuid.UUID | None
+    name: str
+    span_type: str
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    model: str | None
+    provider: str | None
+    tokens: dict[str, Any]
+    cost: Decimal | None
+    cost_status: str | None
+    error: str | None
+    error_type: str | None
+    error_stack: str | None
+    inputs: Any
+    outputs: Any
+    evaluation: Any
+    api_limits: Any
+    retry_count: int | None
+    timeout: int | None
+    metadata: dict[str, Any]
+    child_spans: list[str]
+    children: list[SpanNode] = field(default_factory=list)
+    depth: int = 0
+
+    @property
+    def placeholder(self) -> bool:
+        """A ``pending`` row standing in for a parent that has not arrived (yet)."""
+        return self.status == "pending"
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def walk(self) -> Iterator[SpanNode]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass(frozen=True)
+class TraceDetail:
+    """A trace row and its spans as a tree (roots in start order; spans whose parent is missing are
+    roots too)."""
+
+    trace: dict[str, Any]
+    roots: list[SpanNode]
+
+    @property
+    def spans(self) -> list[SpanNode]:
+        """Every span, depth first, children in start order."""
+        return [node for root in self.roots for node in root.walk()]
+
+    def span(self, span_id: uuid.UUID | str) -> SpanNode | None:
+        wanted = str(span_id)
+        return next((s for s in self.spans if str(s.span_id) == wanted), None)
+
+
+@dataclass(frozen=True)
+class TracePage:
+    traces: list[TraceSummary]
+    older: str | None  # cursor of the next page of older traces (in the page's sort order)
+    newer: str | None  # cursor of the previous page
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    session_id: str
+    traces: int
+    first_started_at: datetime
+    last_started_at: datetime
+    total_cost: Decimal
+    total_tokens: int
+    users: tuple[uuid.UUID, ...]
+    failed: int
+
+
+@dataclass(frozen=True)
+class SessionTurn:
+    trace: TraceSummary
+    query: str | None
+    answer: Any  # the root span's outputs
+
+
+class TraceStoreError(OtelPgError):
+    """A read failed (connection, timeout, bad argument); the message never holds a password."""
+
+
+def _encode_cursor(sort: str, value: Any, trace_id: uuid.UUID) -> str:
+    if isinstance(value, datetime):
+        raw: Any = {"t": value.isoformat()}
+    elif isinstance(value, Decimal):
+        raw = {"d": str(value)}
+    else:
+        raw = {"i": value}
+    payload = json.dumps({"s": sort, "v": raw, "id": str(trace_id)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != sort:
+            raise ValueError("cursor of another sort order")
+        raw = data["v"]
+        value: Any = (
+            datetime.fromisoformat(raw["t"])
+            if "t" in raw
+            else Decimal(raw["d"])
+            if "d" in raw
+            else int(raw["i"])
+        )
+        return value, uuid.UUID(data["id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TraceStoreError(f"invalid cursor ({type(exc).__name__})") from None
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise TraceStoreError(f"{what} is not a UUID") from None
+
+
+def _node(row: dict[str, Any]) -> SpanNode:
+    meta = row.get("metadata") or {}
+    cost_info = meta.get("cost") if isinstance(meta, dict) else None
+    return SpanNode(
+        span_id=row["span_id"],
+        trace_id=row["trace_id"],
+        parent_span_id=row["parent_span_id"],
+        name=row["name"],
+        span_type=row["span_type"],
+        status=row["status"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        duration_ms=row["duration_ms"],
+        model=row["model"],
+        provider=row["provider"],
+        tokens=row["tokens"] or {},
+        cost=row["cost"],
+        cost_status=cost_info.get("status") if isinstance(cost_info, dict) else None,
+        error=row["error"],
+        error_type=row["error_type"],
+        error_stack=row["error_stack"],
+        inputs=row["inputs"],
+        outputs=row["outputs"],
+        evaluation=row["evaluation"],
+        api_limits=row["api_limits"],
+        retry_count=row["retry_count"],
+        timeout=row["timeout"],
+        metadata=meta if isinstance(meta, dict) else {},
+        child_spans=list(row["child_spans"] or []),
+    )
+
+
+def build_tree(rows: list[dict[str, Any]]) -> list[SpanNode]:
+    """Spans → roots with children in start order, from ``parent_span_id`` (never the stored
+    ``child_spans``, which may lag); a span whose parent is not stored becomes a root."""
+    nodes = {r["span_id"]: _node(r) for r in rows}
+    roots: list[SpanNode] = []
+    for node in nodes.values():
+        parent = nodes.get(node.parent_span_id) if node.parent_span_id else None
+        (parent.children if parent is not None and parent is not node else roots).append(node)
+
+    def key(n: SpanNode) -> tuple[int, datetime, str]:
+        return (0 if n.started_at is None else 1, n.started_at or datetime.min, str(n.span_id))
+
+    def order(level: list[SpanNode], depth: int) -> None:
+        level.sort(key=key)
+        for n in level:
+            n.depth = depth
+            order(n.children, depth + 1)
+
+    order(roots, 0)
+    return roots
+
+
+class TraceStore:
+    """Read-only access to the ``traces`` / ``spans`` tables.
+
+    ``dsn``: argument, else ``OTEL_EXPORTER_POSTGRES_DSN``, else ``DATABASE_URL``, else libpq's
+    ``PG*`` variables (as for the exporter). ``schema``: the tables' schema (quoted). ``as_user``:
+    see the module docstring. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str | None = None,
+        statement_timeout_ms: int = 5000,
+        as_user: uuid.UUID | str | None = None,
+        as_role: str = "authenticated",
+    ) -> None:
+        self._dsn, _ = resolve_dsn(dsn)
+        name = schema_name(schema)
+        self._schema = name
+        self._search_path = sql.Identifier(name).as_string(None) if name else None
+        if statement_timeout_ms <= 0:
+            raise ConfigurationError("statement_timeout_ms must be positive")
+        self._timeout = f"{int(statement_timeout_ms)}ms"
+        self._as_user = str(_as_uuid(as_user, "as_user")) if as_user is not None else None
+        self._as_role = as_role
+        self._conn: psycopg.Connection | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        """One read-only transaction (reconnecting once if the connection was lost)."""
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(
+                    self._dsn, autocommit=True, connect_timeout=10, prepare_threshold=None
+                )
+            conn = self._conn
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                cur.execute("SET TRANSACTION READ ONLY")
+                cur.execute("SELECT set_config('statement_timeout', %s, true)", (self._timeout,))
+                if self._search_path is not None:
+                    cur.execute("SELECT set_config('search_path', %s, true)", (self._search_path,))
+                if self._as_user is not None:
+                    cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self._as_role)))
+                    cur.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (self._as_user,))
+                    claims = json.dumps({"sub": self._as_user, "role": self._as_role})
+                    cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+                yield cur
+        except psycopg.Error as exc:
+            raise TraceStoreError(safe_message(exc, self._dsn)) from None
+
+    # -- traces -----------------------------------------------------------------------------------
+
+    def list_traces(
+        self,
+        *,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        workflow: str | None = None,
+        user_id: uuid.UUID | str | None = None,
+        status: str | None = None,
+        model: str | None = None,
+        query: str | None = None,
+        sort: str = "started_at",
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TracePage:
+        """Newest (or dearest, longest, biggest) first; ``cursor`` is a page's ``older`` or
+        ``newer``. ``query`` is a case-insensitive substring of ``traces.query``; ``model`` matches
+        any span's model. Times are UTC, as stored."""
+        if sort not in SORTS:
+            raise TraceStoreError(f"sort must be one of {', '.join(SORTS)}")
+        if status is not None and status not in STATUSES:
+            raise TraceStoreError(f"status must be one of {', '.join(STATUSES)}")
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        expr = SORTS[sort]
+        where: list[str] = []
+        params: dict[str, Any] = {"preview": PREVIEW_CHARS, "limit": limit + 1}
+        for name, value, clause in (
+            ("since", since, "t.started_at >= %(since)s"),
+            ("until", until, "t.started_at < %(until)s"),
+            ("workflow", workflow, "t.workflow_id = %(workflow)s"),
+            ("status", status, "t.status = %(status)s"),
+        ):
+            if value is not None and value != "":
+                where.append(clause)
+                params[name] = value
+        if user_id is not None and user_id != "":
+            where.append("t.user_id = %(user_id)s")
+            params["user_id"] = _as_uuid(user_id, "user_id")
+        if model:
+            where.append(
+                "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND s.model = %(model)s)"
+            )
+            params["model"] = model
+        if query:
+            where.append("t.query ILIKE %(query)s")
+            params["query"] = _like(query)
+        direction = "older"
+        if cursor:
+            direction = "newer" if cursor.startswith("n.") else "older"
+            value, tid = _decode_cursor(cursor[2:], sort)
+            where.append(f"({expr}, t.trace_id) {'<' if direction == 'older' else '>'} (%(cv)s, %(cid)s)")
+            params["cv"], params["cid"] = value, tid
+        order = "DESC" if direction == "older" else "ASC"
+        statement = (
+            f"SELECT {_TRACE_COLUMNS}, {expr} AS sort_value FROM traces t"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY {expr} {order}, t.trace_id {order} LIMIT %(limit)s"
+        )
+        with self._read() as cur:
+            cur.execute(statement, params)  # type: ignore[arg-type]
+            rows = cur.fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            if direction == "newer":
+                rows.reverse()
+            extras: dict[Any, dict[str, Any]] = {}
+            if rows:
+                cur.execute(_PAGE_EXTRAS, {"ids": [r["trace_id"] for r in rows]})
+                extras = {r["trace_id"]: r for r in cur.fetchall()}
+        traces = [self._summary(r, extras.get(r["trace_id"])) for r in rows]
+        older = newer = None
+        if rows:
+            first, last = rows[0], rows[-1]
+            has_older = more if direction == "older" else True
+            has_newer = bool(cursor) if direction == "older" else more
+            if has_older:
+                older = "o." + _encode_cursor(sort, last["sort_value"], last["trace_id"])
+            if has_newer:
+                newer = "n." + _encode_cursor(sort, first["sort_value"], first["trace_id"])
+        return TracePage(traces, older, newer)
+
+    @staticmethod
+    def _summary(row: dict[str, Any], extra: dict[str, Any] | None) -> TraceSummary:
+        return TraceSummary(
+            trace_id=row["trace_id"],
+            execution_id=row["execution_id"],
+            workflow_id=row["workflow_id"],
+            user_id=row["user_id"],
+            status=row["status"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+            duration_ms=row["total_duration_ms"],
+            tokens=row["total_tokens"] or {},
+            cost=row["total_cost"] if row["total_cost"] is not None else Decimal(0),
+            error=row["error"],
+            query_preview=row["query_preview"],
+            session_id=row["session_id"],
+            models=tuple(extra["models"]) if extra else (),
+            span_count=int(extra["span_count"]) if extra else 0,
+            failed_spans=int(extra["failed_spans"]) if extra else 0,
+        )
+
+    def get_trace(self, trace_id: uuid.UUID | str) -> TraceDetail | None:
+        """The trace row (every column, as a dict) and its spans as a tree; None if not visible."""
+        tid = _as_uuid(trace_id, "trace_id")
+        with self._read() as cur:
+            cur.execute(_TRACE, {"id": tid})
+            trace = cur.fetchone()
+            if trace is None:
+                return None
+            cur.execute(_SPANS_OF_TRACE, {"id": tid})
+            rows = cur.fetchall()
+        return TraceDetail(trace=trace, roots=build_tree(rows))
+
+    def get_span(self, span_id: uuid.UUID | str) -> SpanNode | None:
+        with self._read() as cur:
+            cur.execute(_SPAN, {"id": _as_uuid(span_id, "span_id")})
+            row = cur.fetchone()
+        return _node(row) if row else None
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def sessions(
+        self, *, since: datetime | date, until: datetime | date | None = None, limit: int = 50
+    ) -> list[SessionSummary]:
+        """Traces grouped by the session id the exporter records (``metadata.session_id``), most
+        recent first, within a time window."""
+        params = {"since": since, "until": until or datetime.max, "limit": max(1, min(int(limit), MAX_LIMIT))}
+        with self._read() as cur:
+            cur.execute(_SESSIONS, params)
+            rows = cur.fetchall()
+        return [
+            SessionSummary(
+                session_id=r["session_id"],
+                traces=int(r["traces"]),
+                first_started_at=r["first_started_at"],
+                last_started_at=r["last_started_at"],
+                total_cost=r["total_cost"],
+                total_tokens=int(r["total_tokens"]),
+                users=tuple(r["users"] or ()),
+                failed=int(r["failed"]),
+            )
+            for r in rows
+        ]
+
+    def session(self, session_id: str, *, limit: int = 200) -> list[SessionTurn]:
+        """The traces of one session in order, each with its question and the root's answer."""
+        params = {
+            "session": json.dumps({"session_id": session_id}),
+            "preview": PREVIEW_CHARS,
+            "limit": max(1, min(int(limit), MAX_LIMIT)),
+        }
+        with self._read() as cur:
+            cur.execute(_SESSION_TRACES, params)
+            rows = cur.fetchall()
+            answers: dict[Any, Any] = {}
+            if rows:
+                cur.execute(_ROOT_OUTPUTS, {"ids": [r["trace_id"] for r in rows]})
+                answers = {r["trace_id"]: r["outputs"] for r in cur.fetchall()}
+        return [SessionTurn(self._summary(r, None), r["query"], answers.get(r["trace_id"])) for r in rows]
+
+    # -- costs ------------------------------------------------------------------------------------
+
+    def cost_report(self, *, days: int = 30, horizon: int = 14, as_of: date | None = None) -> dict[str, Any]:
+        """What ``otel-pg-report`` shows (history, forecast and band, month to date and projection,
+        top workflows / models / users, unpriced models, calls without usage, budgets), as data."""
+        from .report import build_report
+
+        if self._as_user is not None:
+            raise TraceStoreError("cost reports are for the whole database: not available with as_user")
+        try:
+            return build_report(self._dsn, days=days, horizon=horizon, as_of=as_of, schema=self._schema)
+        except psycopg.Error as exc:
+            raise TraceStoreError(safe_message(exc, self._dsn)) from None
