@@ -286,5 +286,70 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
     return exit_code(findings)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def ui_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-ui``: the trace explorer (extra ``ui``)."""
+    prog = "otel-pg-ui"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="A local web explorer of stored traces: list, tree with waterfall, sessions, costs.",
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    _add_schema(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("OTEL_PG_UI_TOKEN"),
+        help="require this token on every request (default $OTEL_PG_UI_TOKEN); needed to listen beyond "
+        "this machine. Open http://HOST:PORT/?token=... once; a cookie keeps it",
+    )
+    parser.add_argument(
+        "--as-user", help="show only what this user (profiles.id) may see under the seed's RLS"
+    )
+    parser.add_argument(
+        "--as-role", default="authenticated", help="the role --as-user runs as (default authenticated)"
+    )
+    parser.add_argument("--statement-timeout-ms", type=int, default=5000, help="per query (default 5000)")
+    args = parser.parse_args(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    if not _loopback(args.host) and not args.token:
+        return _fail(prog, f"refusing to listen on {args.host} without --token (or OTEL_PG_UI_TOKEN)", dsn)
+    try:
+        import uvicorn
+
+        from .explorer.app import create_app
+        from .trace_store import TraceStore
+    except ImportError:
+        return _fail(prog, "the explorer needs its extra: pip install 'otel-pg-exporter[ui]'", dsn)
+    try:
+        store = TraceStore(
+            args.dsn,
+            schema=args.schema,
+            as_user=args.as_user,
+            as_role=args.as_role,
+            statement_timeout_ms=args.statement_timeout_ms,
+        )
+        store.list_traces(limit=1)  # fail now, with one line, rather than on the first page
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    print(f"{prog}: serving {describe(dsn)} on http://{args.host}:{args.port}/", flush=True)
+    try:
+        uvicorn.run(create_app(store, token=args.token), host=args.host, port=args.port, log_level="warning")
+    finally:
+        store.close()
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(install_schema_main())

@@ -126,7 +126,7 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
             cells = "░" * bar + (" " * max(0, hi - bar) + "┆" if has_range else "")
             band = f"  [{lower:.4f}–{upper:.4f}]" if has_range else ""
             lines.append(f"{day}  {cells:<{width + 1}}{value:9.4f}{band}")
-    lines += ["", f"this month: {_month_line(report)}", ""]
+    lines += ["", f"this month: {month_line(report)}", ""]
     for title, key in (
         ("top workflows", "top_workflows"),
         ("top models", "top_models"),
@@ -172,7 +172,7 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
 MIN_HISTORY_DAYS_FOR_RANGE = 7
 
 
-def _month_line(report: dict[str, Any], currency: str = "") -> str:
+def month_line(report: dict[str, Any], currency: str = "") -> str:
     m = report["month"]
     days = report.get("history_days", MIN_HISTORY_DAYS_FOR_RANGE)
     head = (
@@ -184,7 +184,7 @@ def _month_line(report: dict[str, Any], currency: str = "") -> str:
     return f"{head} (range {currency}{float(m['lower']):.4f}–{currency}{float(m['upper']):.4f})"
 
 
-def _svg_chart(report: dict[str, Any], w: int = 900, h: int = 300, pad: int = 40) -> str:
+def svg_chart(report: dict[str, Any], w: int = 900, h: int = 300, pad: int = 40) -> str:
     hist = [(r["day"], float(r["cost"])) for r in report["history"]]
     fc = [(r["day"], float(r["predicted"]), float(r["lower"]), float(r["upper"])) for r in report["forecast"]]
     days = [d for d, _ in hist] + [d for d, *_ in fc]
@@ -233,7 +233,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}"
         "pre{background:#f6f6f6;padding:12px;font-size:12px}</style></head><body>"
         f"<h1>LLM spend, {report['days']} days to {e(str(report['as_of']))}</h1>"
-        f"<p>This month: {e(_month_line(report, '$'))}. "
+        f"<p>This month: {e(month_line(report, '$'))}. "
         "Blue: actual; dashed orange: forecast; shaded: 95&nbsp;% band.</p>"
-        f"{_svg_chart(report)}<pre>this month:{text}</pre></body></html>"
+        f"{svg_chart(report)}<pre>this month:{text}</pre></body></html>"
     )

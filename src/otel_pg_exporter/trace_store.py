@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .dsn import resolve_dsn, safe_message
 from .errors import ConfigurationError, OtelPgError
@@ -305,6 +307,7 @@ class TraceStore:
         statement_timeout_ms: int = 5000,
         as_user: uuid.UUID | str | None = None,
         as_role: str = "authenticated",
+        pool_size: int = 4,
     ) -> None:
         self._dsn, _ = resolve_dsn(dsn)
         name = schema_name(schema)
@@ -315,7 +318,9 @@ class TraceStore:
         self._timeout = f"{int(statement_timeout_ms)}ms"
         self._as_user = str(_as_uuid(as_user, "as_user")) if as_user is not None else None
         self._as_role = as_role
-        self._conn: psycopg.Connection | None = None
+        self._pool_size = max(1, int(pool_size))
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -326,20 +331,35 @@ class TraceStore:
         self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _connections(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs={"autocommit": True, "connect_timeout": 10, "prepare_threshold": None},
+                    timeout=10,
+                    open=True,
+                    name="otel-pg-trace-store",
+                )
+            return self._pool
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        """One read-only transaction (reconnecting once if the connection was lost)."""
+        """One read-only transaction on a pooled connection (thread-safe: the explorer serves
+        requests from a thread pool)."""
         try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(
-                    self._dsn, autocommit=True, connect_timeout=10, prepare_threshold=None
-                )
-            conn = self._conn
-            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            with (
+                self._connections().connection() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=dict_row) as cur,
+            ):
                 cur.execute("SET TRANSACTION READ ONLY")
                 cur.execute("SELECT set_config('statement_timeout', %s, true)", (self._timeout,))
                 if self._search_path is not None:
@@ -350,7 +370,7 @@ class TraceStore:
                     claims = json.dumps({"sub": self._as_user, "role": self._as_role})
                     cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
                 yield cur
-        except psycopg.Error as exc:
+        except (psycopg.Error, PoolTimeout) as exc:
             raise TraceStoreError(safe_message(exc, self._dsn)) from None
 
     # -- traces -----------------------------------------------------------------------------------
