@@ -1,6 +1,6 @@
 # The two README commands: `make demo` (main job) and `make test` (test suite).
 # Each creates $(VENV) with $(PYTHON) and installs what it needs into it (and nothing more):
-#   make demo: the project with the extras the demo runs (demo, embedded)
+#   make demo: the project with the extras the demo runs (demo, embedded) and the explorer (ui)
 #   make test: the project with the test extras, plus the system programs the tests drive
 # `make PYTHON=python3.13 test` uses another interpreter; a $(VENV) made by another Python is
 # made anew.
@@ -24,7 +24,7 @@ $(BASE):
 	touch $(BASE)
 
 $(DEMO_STAMP): pyproject.toml $(BASE)
-	$(BIN)/python -m pip install --quiet -e ".[demo,embedded]"
+	$(BIN)/python -m pip install --quiet -e ".[demo,embedded,ui]"
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml $(BASE)

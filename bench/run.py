@@ -19,6 +19,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ TARGETS = {
     "app_cpu_vs_otlp": ("<=", 1.0),
     "pg_cpu_vs_floor": ("<=", 1.5),
     "doctor_seconds": ("<=", 2.0),
+    "explorer_seconds": ("<=", 0.5),
 }
 SIZES = {
     "full": {
@@ -60,6 +62,7 @@ SIZES = {
         "log_traces": 3000,
         "spooling_spans": 20_000,
         "doctor_spans": 1_000_000,
+        "explorer_spans": 1_000_000,
     },
     "smoke": {
         "e2e_traces": 50,
@@ -72,6 +75,7 @@ SIZES = {
         "log_traces": 40,
         "spooling_spans": 500,
         "doctor_spans": 1000,
+        "explorer_spans": 1000,
     },
 }
 
@@ -515,6 +519,60 @@ def doctor_probe(dsn: str, spans: int, runs: int = 3) -> dict[str, Any]:
     }
 
 
+# -- 5c. the explorer on a big table -------------------------------------------------------------
+
+
+def explorer_probe(dsn: str, spans: int, runs: int = 5) -> dict[str, Any]:
+    """``TraceStore`` calls and the explorer's pages (in-process HTTP, Starlette's TestClient) on a
+    database holding at least ``spans`` spans: median wall time of ``runs`` each."""
+    from starlette.testclient import TestClient
+
+    from otel_pg_exporter.explorer.app import create_app
+    from otel_pg_exporter.trace_store import TraceStore
+
+    have = count_spans(dsn)
+    if have < spans:
+        prefill(dsn, spans - have, first_trace=20_000_000)
+    store = TraceStore(dsn)
+    client = TestClient(create_app(store))
+    first = store.list_traces(limit=50)
+    trace_id = first.traces[len(first.traces) // 2].trace_id
+
+    def timed(fn: Any) -> float:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    def page(path: str) -> None:
+        assert client.get(path).status_code == 200, path
+
+    cases = {
+        "list, newest 50": lambda: store.list_traces(limit=50),
+        "list, 2nd page (cursor)": lambda: store.list_traces(limit=50, cursor=first.older),
+        "list, by cost": lambda: store.list_traces(limit=50, sort="cost"),
+        "list, workflow + model filter": lambda: store.list_traces(
+            limit=50, workflow="support", model="gpt-4o-mini"
+        ),
+        "list, text search, last 24 h": lambda: store.list_traces(
+            limit=50,
+            query="weather",
+            since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24),
+        ),
+        "trace with its spans": lambda: store.get_trace(trace_id),
+        "page /": lambda: page("/"),
+        "page /traces/{id}": lambda: page(f"/traces/{trace_id}"),
+    }
+    out = {name: timed(fn) for name, fn in cases.items()}
+    with psycopg.connect(dsn) as conn:
+        traces = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+    client.close()
+    store.close()
+    return {"spans": count_spans(dsn), "traces": traces, "seconds": out, "worst": max(out.values())}
+
+
 # -- 6. log records ------------------------------------------------------------------------------
 
 
@@ -690,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,doctor,profile,logs,retention",
+        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,doctor,explorer,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -792,6 +850,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "doctor" not in skip:
             results["doctor"] = doctor_probe(dsn, size["doctor_spans"])
+            save()
+        if "explorer" not in skip:
+            results["explorer"] = explorer_probe(dsn, size["explorer_spans"])
             save()
         if "logs" not in skip:
             results["logs"] = log_merge(dsn, size["log_traces"], args.payload)
@@ -918,6 +979,16 @@ def report(r: dict[str, Any]) -> None:
                 verdict("doctor_seconds", d["seconds_median"]),
             )
         )
+    if "explorer" in r:
+        x = r["explorer"]
+        for name, seconds in x["seconds"].items():
+            rows.append(
+                (
+                    f"explorer: {name} ({x['traces']:,} traces / {x['spans']:,} spans)",
+                    f"{seconds * 1000:,.1f} ms median",
+                    verdict("explorer_seconds", seconds),
+                )
+            )
     if "logs" in r:
         lg = r["logs"]
         for order in ("spans_first", "logs_first"):

@@ -106,6 +106,7 @@ def test_demo_runs_keep_and_stop_with_its_own_data_dir() -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traces stored by this run (2)" in proc.stdout
         assert f"otel-pg-demo --stop --data-dir {data_dir}" in proc.stdout
+        assert "Explore in a browser:" in proc.stdout and "otel-pg-ui --dsn" in proc.stdout
         dsn = proc.stdout.split('psql "')[1].split('"')[0]
         with psycopg.connect(dsn) as conn:
             assert (

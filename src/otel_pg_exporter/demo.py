@@ -101,6 +101,9 @@ def run_agent(runs: int) -> list[str]:
     logging.getLogger("opentelemetry.attributes").setLevel(
         logging.ERROR
     )  # the instrumentation's NotGiven noise
+    # the fake conversation is worth seeing: prompts and completions on the spans (the default
+    # captures none); a value set by the user wins
+    os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
     provider = configure(service_name="otel-pg-demo", batch={"schedule_delay_millis": 200}, spool_dir="off")
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
@@ -284,8 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is None or args.keep:
             print(f'\nLook further:  psql "{redact(dsn, dsn)}"')
             print("  e.g. SELECT span_type, name, model, tokens FROM spans ORDER BY started_at DESC;")
+            ui = Path(sys.executable).parent / "otel-pg-ui"
+            target = "" if server is None else f' --dsn "{redact(dsn, dsn)}"'
+            print(f"Explore in a browser:  {ui}{target}   then open http://127.0.0.1:8400/")
         else:
-            print("\nTo look further with psql, run it again with --keep (make demo DEMO_ARGS=--keep).")
+            print(
+                "\nTo look further with psql or the trace explorer (otel-pg-ui), run it again with --keep "
+                "(make demo DEMO_ARGS=--keep)."
+            )
         print(f"\nDone in {time.monotonic() - started:.1f} s.")
         return 0
     except Exception as exc:  # one clear line, no traceback, no password

@@ -45,7 +45,8 @@ MAX_LIMIT = 500
 
 _TRACE_COLUMNS = """t.trace_id, t.execution_id, t.workflow_id, t.user_id, t.status, t.started_at,
     t.completed_at, t.total_duration_ms, t.total_tokens, t.total_cost, t.error,
-    left(t.query, %(preview)s) AS query_preview, t.metadata ->> 'session_id' AS session_id"""
+    left(t.query, %(preview)s) AS query_preview, t.metadata ->> 'session_id' AS session_id,
+    left(t.metadata ->> 'user', 200) AS user_raw"""
 
 #: Per page, for the visible traces only: their models and span counts (one query, not per row).
 _PAGE_EXTRAS = """
@@ -97,6 +98,7 @@ class TraceSummary:
     error: str | None
     query_preview: str | None
     session_id: str | None
+    user_raw: str | None = None  # the user attribute as sent (also when it is no profiles UUID)
     models: tuple[str, ...] = ()
     span_count: int = 0
     failed_spans: int = 0
@@ -471,6 +473,7 @@ class TraceStore:
             error=row["error"],
             query_preview=row["query_preview"],
             session_id=row["session_id"],
+            user_raw=row.get("user_raw"),
             models=tuple(extra["models"]) if extra else (),
             span_count=int(extra["span_count"]) if extra else 0,
             failed_spans=int(extra["failed_spans"]) if extra else 0,

@@ -117,6 +117,7 @@ def _environment() -> Environment:
         tokens_line=views.tokens_line,
         pretty=views.pretty,
         short=lambda value, n=8: str(value)[:n],
+        abbrev=lambda value: f"{str(value)[:8]}…{str(value)[-4:]}",
         when=lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "",
     )
     return env
