@@ -19,6 +19,18 @@ from psycopg.rows import dict_row
 
 from otel_pg_exporter import span_uuid, trace_uuid
 
+#: Headless Chromium on this kind of machine (root, closed network): no sandbox, no GPU, no
+#: background connections that the network would refuse.
+CHROMIUM_FLAGS: list[str] = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 class Capture:
     """A real TracerProvider (and LoggerProvider) whose finished spans and emitted log records are

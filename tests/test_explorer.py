@@ -19,26 +19,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import uvicorn
 
-from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
+from otel_pg_exporter import PostgresSpanExporter, trace_uuid
 from otel_pg_exporter.explorer.app import create_app
 from otel_pg_exporter.trace_store import TraceStore
-from support import Capture, chat_attributes
-from test_trace_store import ALICE, BOB, agent_run
+from support import CHROMIUM_FLAGS, Capture, chat_attributes
+from test_trace_store import ALICE, BOB, agent_run, authenticated_role, database_with_users
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _free_port() -> int:
@@ -73,10 +63,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def data(make_database) -> dict[str, Any]:
-    dsn = make_database()
-    install_schema(dsn, rls=True)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO profiles (id) VALUES (%s), (%s)", (ALICE, BOB))
+    dsn = database_with_users(make_database)
     capture = Capture()
     now = datetime.now(timezone.utc)
     ids = [
@@ -265,27 +252,20 @@ def test_a_token_guards_every_request(data) -> None:
 
 def test_as_user_shows_what_the_seed_rls_allows(data, page) -> None:
     dsn = data["dsn"]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') "
-            "THEN CREATE ROLE authenticated NOLOGIN; END IF; END $$"
-        )
-        conn.execute("GRANT USAGE ON SCHEMA public TO authenticated")
-        conn.execute("GRANT SELECT ON traces, spans TO authenticated")
-    store = TraceStore(dsn, as_user=BOB)
-    served = Served(create_app(store))
-    try:
-        page.goto(served.url + "/?window=all")
-        shown = {r.get_attribute("data-trace-id") for r in page.locator("#traces tbody tr").all()}
-        bobs = {str(trace_uuid(i)) for i in data["ids"][1::2]}
-        assert shown == bobs | {str(trace_uuid(data["running"]))}  # the seed shows user-less traces to all
-        assert page.goto(f"{served.url}/traces/{trace_uuid(data['ids'][0])}").status == 404  # alice's
-    finally:
-        served.close()
-        store.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("REVOKE ALL ON traces, spans FROM authenticated")
-            conn.execute("REVOKE USAGE ON SCHEMA public FROM authenticated")
+    with authenticated_role(dsn):
+        store = TraceStore(dsn, as_user=BOB)
+        served = Served(create_app(store))
+        try:
+            page.goto(served.url + "/?window=all")
+            shown = {r.get_attribute("data-trace-id") for r in page.locator("#traces tbody tr").all()}
+            bobs = {str(trace_uuid(i)) for i in data["ids"][1::2]}
+            assert shown == bobs | {
+                str(trace_uuid(data["running"]))
+            }  # the seed shows user-less traces to all
+            assert page.goto(f"{served.url}/traces/{trace_uuid(data['ids'][0])}").status == 404  # alice's
+        finally:
+            served.close()
+            store.close()
 
 
 def test_the_command_binds_loopback_and_refuses_others_without_a_token(data) -> None:

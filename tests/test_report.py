@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from support import Capture
+from support import CHROMIUM_FLAGS, Capture
 from test_forecast import AS_OF, _load
 
 CLI = [sys.executable, "-c", "from otel_pg_exporter.cli import report_main as m; raise SystemExit(m())"]
@@ -36,7 +36,11 @@ def _odd_calls(dsn: str) -> None:
     ns = int(datetime.combine(AS_OF - timedelta(days=1), time(15), tzinfo=timezone.utc).timestamp() * 1e9)
     calls = [("my-private-model-v9", {"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5})] * 3
     for model, usage in [*calls, ("gpt-4o-mini", {})]:
-        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.provider.name": "openai"}
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.provider.name": "openai",
+        }
         span = capture.tracer.start_span("chat", start_time=ns, attributes={**attrs, **usage})
         span.end(end_time=ns + 10**9)
     exporter = PostgresSpanExporter(dsn)
@@ -92,7 +96,18 @@ def test_text_and_json(populated) -> None:
     data = json.loads(js.stdout)
     assert len(data["history"]) == 30 and len(data["forecast"]) == 14  # the defaults
     short = json.loads(
-        _run("--dsn", populated, "--as-of", AS_OF.isoformat(), "--format", "json", "--days", "9", "--horizon", "3").stdout
+        _run(
+            "--dsn",
+            populated,
+            "--as-of",
+            AS_OF.isoformat(),
+            "--format",
+            "json",
+            "--days",
+            "9",
+            "--horizon",
+            "3",
+        ).stdout
     )
     assert len(short["history"]) == 9 and len(short["forecast"]) == 3
     assert short["history"][-1]["day"] == AS_OF.isoformat()
@@ -113,17 +128,7 @@ def test_html_chart_renders_in_headless_chromium(populated, tmp_path: Path) -> N
     )  # self-contained
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Chromium is needed for this test: apt-get install chromium (.ci/run does)"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = ["--headless", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     )

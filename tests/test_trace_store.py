@@ -4,6 +4,8 @@ trees with placeholders, sessions, cost summaries, and what a user may see under
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -75,12 +77,37 @@ def agent_run(
     return root.get_span_context().trace_id
 
 
-@pytest.fixture
-def stored(make_database) -> dict:
+def database_with_users(make_database) -> str:
+    """A database with the schema, the seed's RLS policies, and alice and bob in profiles."""
     dsn = make_database()
     install_schema(dsn, rls=True)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO profiles (id) VALUES (%s), (%s)", (ALICE, BOB))
+    return dsn
+
+
+@contextmanager
+def authenticated_role(dsn: str) -> Iterator[None]:
+    """Supabase's role for signed-in users, on plain PostgreSQL: SELECT on the tables, for the
+    duration of a test (roles are cluster-wide; the grants are taken back)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') "
+            "THEN CREATE ROLE authenticated NOLOGIN; END IF; END $$"
+        )
+        conn.execute("GRANT USAGE ON SCHEMA public TO authenticated")
+        conn.execute("GRANT SELECT ON traces, spans TO authenticated")
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("REVOKE ALL ON traces, spans FROM authenticated")
+            conn.execute("REVOKE USAGE ON SCHEMA public FROM authenticated")
+
+
+@pytest.fixture
+def stored(make_database) -> dict:
+    dsn = database_with_users(make_database)
     capture = Capture()
     now = datetime.now(timezone.utc)
     ids = []
@@ -202,26 +229,14 @@ def test_cost_summary_reuses_the_report(stored) -> None:
 
 def test_as_user_sees_only_what_rls_lets_them(stored) -> None:
     dsn, ids = stored["dsn"], stored["ids"]
-    with psycopg.connect(dsn, autocommit=True) as conn:  # Supabase's role for signed-in users
-        conn.execute(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') "
-            "THEN CREATE ROLE authenticated NOLOGIN; END IF; END $$"
-        )
-        conn.execute("GRANT USAGE ON SCHEMA public TO authenticated")
-        conn.execute("GRANT SELECT ON traces, spans TO authenticated")
-    try:
-        with TraceStore(dsn, as_user=BOB) as bob:
-            visible = {t.trace_id for t in bob.list_traces().traces}
-            # his own, and (the seed's policy) every trace with no user: here the orphan trace
-            assert visible == {trace_uuid(i) for i in ids[1::2]} | {trace_uuid(stored["orphan"].trace_id)}
-            assert bob.get_trace(trace_uuid(ids[0])) is None  # alice's
-            assert bob.get_trace(trace_uuid(ids[1])) is not None
-            with pytest.raises(TraceStoreError):
-                bob.cost_report()
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("REVOKE ALL ON traces, spans FROM authenticated")
-            conn.execute("REVOKE USAGE ON SCHEMA public FROM authenticated")
+    with authenticated_role(dsn), TraceStore(dsn, as_user=BOB) as bob:
+        visible = {t.trace_id for t in bob.list_traces().traces}
+        # his own, and (the seed's policy) every trace with no user: here the orphan trace
+        assert visible == {trace_uuid(i) for i in ids[1::2]} | {trace_uuid(stored["orphan"].trace_id)}
+        assert bob.get_trace(trace_uuid(ids[0])) is None  # alice's
+        assert bob.get_trace(trace_uuid(ids[1])) is not None
+        with pytest.raises(TraceStoreError):
+            bob.cost_report()
 
 
 def test_reads_are_read_only_and_bounded(stored) -> None:
