@@ -443,12 +443,15 @@ def prefill(dsn: str, spans: int, first_trace: int = 0, age_days: int = 0, mixed
     params = {"first": first_trace + 1, "last": first_trace + traces, "age": age_days, "mixed": mixed}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata)
+            """INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, total_tokens, metadata,
+                                  query)
                SELECT md5('t' || g)::uuid, 'support', md5('t' || g),
-                      (now() AT TIME ZONE 'UTC') - %(age)s * interval '1 day' - g * interval '1 second',
+                      (now() AT TIME ZONE 'UTC') - %(age)s * interval '1 day'
+                          - (g - %(first)s) * interval '1 second',
                       CASE WHEN %(mixed)s AND g %% 20 = 0 THEN 'failed'
                            WHEN %(mixed)s AND g %% 20 = 1 THEN 'running' ELSE 'completed' END,
-                      '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g))
+                      '{"input": 240, "output": 80, "total": 320}', jsonb_build_object('otel_trace_id', md5('t' || g)),
+                      'Question ' || g || ': what is the weather like in Paris today?'
                FROM generate_series(%(first)s::int, %(last)s::int) AS g""",
             params,
         )
@@ -561,8 +564,13 @@ def explorer_probe(dsn: str, spans: int, runs: int = 5) -> dict[str, Any]:
             query="weather",
             since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24),
         ),
+        "list, text search matching nothing, last 24 h": lambda: store.list_traces(
+            limit=50,
+            query="umbrella",
+            since=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24),
+        ),
         "trace with its spans": lambda: store.get_trace(trace_id),
-        "page /": lambda: page("/"),
+        "page / (last 7 days)": lambda: page("/"),
         "page /traces/{id}": lambda: page(f"/traces/{trace_id}"),
     }
     out = {name: timed(fn) for name, fn in cases.items()}

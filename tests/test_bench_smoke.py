@@ -38,7 +38,7 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     assert result["spooling"]["spooled"] > 0 and result["spooling"]["ratio"] > 0
     assert "app span creation while spooling" in proc.stdout
     assert result["doctor"]["spans"] >= 1000 and result["doctor"]["findings"] > 10
-    assert result["explorer"]["spans"] >= 1000 and len(result["explorer"]["seconds"]) == 8
+    assert result["explorer"]["spans"] >= 1000 and len(result["explorer"]["seconds"]) == 9
     assert set(result["growth"]) == {"0", "1000"}
     assert result["scrub"]["with_scrubbing"] > 0 and result["scrub"]["without_scrubbing"] > 0
     assert result["profile"] and "function" in result["profile"][0]
