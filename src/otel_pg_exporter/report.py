@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from .schema import connect
@@ -27,69 +28,76 @@ def build_report(
     schema: str | None = None,
 ) -> dict[str, Any]:
     """Everything the renderers show, as plain data."""
-    with connect(dsn, schema=schema) as conn:
-        conn.row_factory = dict_row  # type: ignore[assignment]
-        today = as_of or conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date AS d").fetchone()["d"]
-        since = today - timedelta(days=days - 1)
-        window = {"since": since, "today": today}
-        tomorrow = today + timedelta(days=1)  # history runs through today; the forecast starts after it
-        history = conn.execute(
-            """SELECT g::date AS day, coalesce(sum(d.cost), 0) AS cost
-               FROM generate_series(%(since)s::date, %(today)s::date, interval '1 day') AS g
-               LEFT JOIN otel_daily_costs d ON d.day = g::date
-               GROUP BY g ORDER BY g""",
-            window,
-        ).fetchall()
-        forecast = conn.execute(
-            "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, tomorrow)
-        ).fetchall()
-        month_as_of = tomorrow if tomorrow.month == today.month else today
-        month = conn.execute("SELECT * FROM forecast_month_end(NULL, %s)", (month_as_of,)).fetchone()
+    with connect(dsn, schema=schema) as conn, conn.cursor(row_factory=dict_row) as cur:
+        return report_data(cur, days=days, horizon=horizon, as_of=as_of)
 
-        def top(column: str) -> list[dict[str, Any]]:
-            return conn.execute(
-                f"""SELECT coalesce({column}::text, '(none)') AS name, sum(cost) AS cost, sum(calls) AS calls,
-                           sum(total_tokens) AS tokens
-                    FROM otel_daily_costs WHERE day >= %(since)s AND day <= %(today)s
-                    GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10""",
-                window,
-            ).fetchall()
 
-        unpriced = conn.execute(
-            """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
-                      sum(unpriced_calls) AS calls, sum(input_tokens) AS input_tokens,
-                      sum(output_tokens) AS output_tokens
-               FROM otel_daily_costs WHERE unpriced_calls > 0 AND day >= %(since)s AND day <= %(today)s
-               GROUP BY 1, 2 ORDER BY 3 DESC""",
+def report_data(
+    cur: psycopg.Cursor[Any], *, days: int = 30, horizon: int = 14, as_of: date | None = None
+) -> dict[str, Any]:
+    """``build_report`` on a cursor that returns dict rows (the caller's transaction: the explorer
+    runs it read-only, with its statement timeout)."""
+    today = as_of or cur.execute("SELECT (now() AT TIME ZONE 'UTC')::date AS d").fetchone()["d"]
+    since = today - timedelta(days=days - 1)
+    window = {"since": since, "today": today}
+    tomorrow = today + timedelta(days=1)  # history runs through today; the forecast starts after it
+    history = cur.execute(
+        """SELECT g::date AS day, coalesce(sum(d.cost), 0) AS cost
+           FROM generate_series(%(since)s::date, %(today)s::date, interval '1 day') AS g
+           LEFT JOIN otel_daily_costs d ON d.day = g::date
+           GROUP BY g ORDER BY g""",
+        window,
+    ).fetchall()
+    forecast = cur.execute(
+        "SELECT day, predicted, lower, upper FROM forecast_cost(%s, 90, NULL, %s)", (horizon, tomorrow)
+    ).fetchall()
+    month_as_of = tomorrow if tomorrow.month == today.month else today
+    month = cur.execute("SELECT * FROM forecast_month_end(NULL, %s)", (month_as_of,)).fetchone()
+
+    def top(column: str) -> list[dict[str, Any]]:
+        return cur.execute(
+            f"""SELECT coalesce({column}::text, '(none)') AS name, sum(cost) AS cost, sum(calls) AS calls,
+                       sum(total_tokens) AS tokens
+                FROM otel_daily_costs WHERE day >= %(since)s AND day <= %(today)s
+                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10""",
             window,
         ).fetchall()
-        no_usage = conn.execute(
-            """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
-                      sum(no_usage_calls) AS calls, sum(errors) AS errors
-               FROM otel_daily_costs WHERE no_usage_calls > 0 AND day >= %(since)s AND day <= %(today)s
-               GROUP BY 1, 2 ORDER BY 3 DESC""",
-            window,
-        ).fetchall()
-        # what the forecast stands on: days with model calls in forecast_cost's 90-day history
-        history_days = conn.execute(
-            "SELECT count(DISTINCT day) AS n FROM otel_daily_costs WHERE day >= %s AND day < %s",
-            (tomorrow - timedelta(days=90), tomorrow),
-        ).fetchone()["n"]
-        budgets = conn.execute("SELECT * FROM check_budgets(%s)", (today,)).fetchall()
-        return {
-            "as_of": today,
-            "days": days,
-            "history": history,
-            "forecast": forecast,
-            "month": month,
-            "top_workflows": top("workflow_id"),
-            "top_models": top("model"),
-            "top_users": top("user_id"),
-            "unpriced_models": unpriced,
-            "no_usage_calls": no_usage,
-            "history_days": history_days,
-            "budgets": budgets,
-        }
+
+    unpriced = cur.execute(
+        """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
+                  sum(unpriced_calls) AS calls, sum(input_tokens) AS input_tokens,
+                  sum(output_tokens) AS output_tokens
+           FROM otel_daily_costs WHERE unpriced_calls > 0 AND day >= %(since)s AND day <= %(today)s
+           GROUP BY 1, 2 ORDER BY 3 DESC""",
+        window,
+    ).fetchall()
+    no_usage = cur.execute(
+        """SELECT coalesce(model, '(unknown)') AS model, coalesce(provider, '(unknown)') AS provider,
+                  sum(no_usage_calls) AS calls, sum(errors) AS errors
+           FROM otel_daily_costs WHERE no_usage_calls > 0 AND day >= %(since)s AND day <= %(today)s
+           GROUP BY 1, 2 ORDER BY 3 DESC""",
+        window,
+    ).fetchall()
+    # what the forecast stands on: days with model calls in forecast_cost's 90-day history
+    history_days = cur.execute(
+        "SELECT count(DISTINCT day) AS n FROM otel_daily_costs WHERE day >= %s AND day < %s",
+        (tomorrow - timedelta(days=90), tomorrow),
+    ).fetchone()["n"]
+    budgets = cur.execute("SELECT * FROM check_budgets(%s)", (today,)).fetchall()
+    return {
+        "as_of": today,
+        "days": days,
+        "history": history,
+        "forecast": forecast,
+        "month": month,
+        "top_workflows": top("workflow_id"),
+        "top_models": top("model"),
+        "top_users": top("user_id"),
+        "unpriced_models": unpriced,
+        "no_usage_calls": no_usage,
+        "history_days": history_days,
+        "budgets": budgets,
+    }
 
 
 def _jsonable(value: Any) -> Any:

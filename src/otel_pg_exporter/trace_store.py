@@ -543,11 +543,9 @@ class TraceStore:
     def cost_report(self, *, days: int = 30, horizon: int = 14, as_of: date | None = None) -> dict[str, Any]:
         """What ``otel-pg-report`` shows (history, forecast and band, month to date and projection,
         top workflows / models / users, unpriced models, calls without usage, budgets), as data."""
-        from .report import build_report
+        from .report import report_data
 
         if self._as_user is not None:
             raise TraceStoreError("cost reports are for the whole database: not available with as_user")
-        try:
-            return build_report(self._dsn, days=days, horizon=horizon, as_of=as_of, schema=self._schema)
-        except psycopg.Error as exc:
-            raise TraceStoreError(safe_message(exc, self._dsn)) from None
+        with self._read() as cur:
+            return report_data(cur, days=days, horizon=horizon, as_of=as_of)
