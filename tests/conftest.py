@@ -30,18 +30,6 @@ HOW_TO = (
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--slow", action="store_true", help="also run tests marked slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--slow"):
-        return
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason="slow: run with --slow"))
-
-
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> Iterator[str]:
     """A superuser DSN for a server the suite may create databases on."""
