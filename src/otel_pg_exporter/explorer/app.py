@@ -41,8 +41,9 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-frame-options", b"DENY"),
 )
 TOKEN_COOKIE = "otel_pg_ui_token"
-#: How often an open page of a running trace reloads itself, in seconds.
+#: How often an open page of a running trace reloads itself, and a list showing one, in seconds.
 REFRESH_S = 3
+LIST_REFRESH_S = 10
 PAGE_SIZE = 50
 
 
@@ -188,7 +189,7 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
             statuses=STATUSES,
             sorts=list(SORTS),
             sort_link=sort_link,
-            refresh=REFRESH_S if any(t.status == "running" for t in result.traces) else None,
+            refresh=LIST_REFRESH_S if any(t.status == "running" for t in result.traces) else None,
         )
 
     def trace(request: Request) -> Response:
