@@ -189,6 +189,10 @@ def test_a_running_trace_refreshes_itself(site, data, page) -> None:
     assert "placeholder" in page.inner_text("#tree")  # the root that has not arrived
     page.goto(f"{site.url}/traces/{trace_uuid(data['ids'][0])}")
     assert page.locator("meta[http-equiv=refresh]").count() == 0  # a finished one does not
+    page.goto(f"{site.url}/?status=running")  # a list showing a running trace, less often
+    assert page.locator("meta[http-equiv=refresh]").get_attribute("content") == "10"
+    page.goto(f"{site.url}/?status=completed")
+    assert page.locator("meta[http-equiv=refresh]").count() == 0
 
 
 def test_sessions_replay_and_costs(site, data, page) -> None:
