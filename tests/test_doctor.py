@@ -235,6 +235,11 @@ def test_dead_tuples_and_gin_pending_list(healthy) -> None:
         time.sleep(0.2)
     assert f["table:spans"]["status"] == "warn" and "dead tuples" in f["table:spans"]["detail"]
     assert "VACUUM (ANALYZE) spans" in f["table:spans"]["action"]
+    sizes = f["table:spans"]["data"]["index_bytes_by_name"]
+    assert (
+        set(sizes) >= {"idx_spans_metadata_gin", "spans_pkey"}
+        and "largest index" in f["table:spans"]["detail"]
+    )
     assert (
         f["gin_pending_list"]["status"] == "warn"
         and "idx_spans_metadata_gin" in f["gin_pending_list"]["detail"]

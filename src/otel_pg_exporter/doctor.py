@@ -414,6 +414,15 @@ def check_tables(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]
              AND c.relname IN ('traces', 'spans', 'profiles')
            ORDER BY c.relname DESC""",
     )
+    index_sizes: dict[str, dict[str, int]] = {}
+    for ix in _rows(
+        conn,
+        """SELECT t.relname AS table, i.relname AS index, pg_relation_size(i.oid) AS bytes
+           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+           WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+             AND t.relname IN ('traces', 'spans', 'profiles')""",
+    ):
+        index_sizes.setdefault(ix["table"], {})[ix["index"]] = int(ix["bytes"])
     findings: list[Finding] = []
     for r in rows:
         rows_est = max(int(r["rows_estimate"] or 0), int(r["live"] or 0))
@@ -424,7 +433,12 @@ def check_tables(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]
             f"{dead:,} dead tuples, last vacuum {r['last_vacuum'] or 'never'}, "
             f"last analyze {r['last_analyze'] or 'never'}"
         )
+        indexes = index_sizes.get(r["name"], {})
+        if indexes:
+            biggest = max(indexes, key=lambda n: indexes[n])
+            detail += f"; largest index {biggest} {_mib(indexes[biggest])}"
         data = {k: (str(v) if v is not None and k.startswith("last_") else v) for k, v in r.items()}
+        data["index_bytes_by_name"] = indexes
         if dead >= DEAD_TUPLES_MIN and share >= DEAD_TUPLE_SHARE_WARN:
             findings.append(
                 Finding(
