@@ -499,14 +499,22 @@ def growth(dsn: str, existing: Sequence[int], traces: int) -> dict[str, Any]:
 # -- 5b. otel-pg-doctor on a big table ------------------------------------------------------------
 
 
+def top_up(dsn: str, spans: int) -> None:
+    """At least ``spans`` spans stored: what earlier phases left, plus prefilled traces numbered
+    after every trace already there (so fills never collide)."""
+    have = count_spans(dsn)
+    if have < spans:
+        with psycopg.connect(dsn) as conn:
+            traces = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+        prefill(dsn, spans - have, first_trace=10_000_000 + traces)
+
+
 def doctor_probe(dsn: str, spans: int, runs: int = 3) -> dict[str, Any]:
     """``otel-pg-doctor``'s whole diagnosis on a database holding at least ``spans`` spans (what the
     growth phase left, topped up), as a monitoring probe would run it: wall time per run."""
     from otel_pg_exporter.doctor import diagnose, exit_code
 
-    have = count_spans(dsn)
-    if have < spans:
-        prefill(dsn, spans - have, first_trace=10_000_000)
+    top_up(dsn, spans)
     times = []
     findings: list[Any] = []
     for _ in range(runs):
@@ -533,9 +541,7 @@ def explorer_probe(dsn: str, spans: int, runs: int = 5) -> dict[str, Any]:
     from otel_pg_exporter.explorer.app import create_app
     from otel_pg_exporter.trace_store import TraceStore
 
-    have = count_spans(dsn)
-    if have < spans:
-        prefill(dsn, spans - have, first_trace=20_000_000)
+    top_up(dsn, spans)
     store = TraceStore(dsn)
     client = TestClient(create_app(store))
     first = store.list_traces(limit=50)

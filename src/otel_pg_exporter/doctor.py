@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from .dsn import resolve_dsn, safe_message
 from .errors import OtelPgError
-from .schema import EXPECTED_COLUMNS, connect, schema_status
+from .schema import EXPECTED_COLUMNS, connect, migration_states
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SEVERITY = {OK: 0, WARN: 1, FAIL: 2}
@@ -267,10 +267,8 @@ def check_indexes(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding
     ]
 
 
-def check_migrations(
-    conn: psycopg.Connection, opts: DoctorOptions, dsn: str, schema: str | None
-) -> list[Finding]:
-    states = schema_status(dsn, schema=schema)
+def check_migrations(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding]:
+    states = migration_states(conn)
     changed = [s.name for s in states if s.state == "changed"]
     pending = [s.name for s in states if s.state == "pending"]
     unmanaged = [s.name for s in states if s.state == "present"]
@@ -563,7 +561,8 @@ def check_budgets(conn: psycopg.Connection, opts: DoctorOptions) -> list[Finding
     if not _exists(conn, "otel_budgets"):
         return [Finding("budgets", WARN, "otel_budgets is missing (migration 006)", "otel-pg-install-schema")]
     # month to date per budget, over leaf model calls (the rule of traces.total_cost), computed
-    # here rather than by check_budgets(), which notifies and so cannot run read-only
+    # here rather than by check_budgets(), which sends pg_notify for every breach: a probe run
+    # every minute would notify listeners every minute
     rows = _rows(
         conn,
         """WITH month_calls AS (
@@ -740,9 +739,9 @@ def check_settings(conn: psycopg.Connection, opts: DoctorOptions) -> list[Findin
     return [Finding("server_settings", OK, f"timeouts suit the exporter; {detail}")]
 
 
-#: Every check, in the order they print. The migrations check needs the DSN (it reads the
-#: bookkeeping through ``schema_status``), the others only the connection.
+#: Every check, in the order they print; each a function of the one read-only connection.
 CHECKS: tuple[tuple[str, Check], ...] = (
+    ("migrations", check_migrations),
     ("seed_columns", check_columns),
     ("seed_constraints", check_constraints),
     ("seed_indexes", check_indexes),
@@ -784,12 +783,6 @@ def diagnose(
                     )
                 )
                 return findings
-            try:
-                findings += check_migrations(conn, opts, resolved, schema)
-            except (psycopg.Error, OtelPgError) as exc:
-                findings.append(
-                    Finding("migrations", FAIL, f"could not check: {safe_message(exc, resolved)}")
-                )
             for name, check in CHECKS:
                 try:
                     findings += check(conn, opts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -236,6 +236,24 @@ def schema_name(value: str | None) -> str | None:
     return name
 
 
+def local_search_path(schema: str | None) -> str | None:
+    """``schema`` quoted as a ``search_path`` value, to be bound into ``set_local`` (per
+    transaction, so it holds behind transaction-mode poolers); None: the server's default."""
+    return sql.Identifier(schema).as_string(None) if schema else None
+
+
+def set_local(conn: psycopg.Connection | psycopg.Cursor[Any], settings: dict[str, str | None]) -> None:
+    """Set each (non-None) setting for the current transaction only, in one statement:
+    ``set_config(name, value, true)``, values bound as parameters."""
+    chosen = {k: v for k, v in settings.items() if v is not None}
+    if chosen:
+        conn.execute(
+            "SELECT set_config(n, v, true) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS s(n, v, i) "
+            "ORDER BY i",
+            (list(chosen), list(chosen.values())),
+        )
+
+
 def search_path_sql(schema: str) -> sql.Composed:
     """``SET search_path TO "<schema>"``: the one place a configured name meets SQL, quoted."""
     return sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
@@ -401,15 +419,15 @@ class _Step:
     ) -> None:
         self.conn = conn
         self.lock = lock
-        self.search_path = sql.Identifier(schema).as_string(None) if schema else None
-        self.lock_timeout = f"{max(1, lock_timeout_ms)}ms"
+        self.settings = {
+            "search_path": local_search_path(schema),
+            "lock_timeout": f"{max(1, lock_timeout_ms)}ms",
+        }
 
     @contextmanager
     def __call__(self) -> Iterator[psycopg.Connection]:
         with self.conn.transaction():
-            if self.search_path is not None:
-                self.conn.execute("SELECT set_config('search_path', %s, true)", (self.search_path,))
-            self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+            set_local(self.conn, self.settings)
             if self.lock:
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
             yield self.conn
@@ -479,20 +497,24 @@ def _apply(step: _Step, migrations: list[Migration], rls: bool, result: InstallR
 def schema_status(dsn: str | None = None, *, schema: str | None = None) -> list[MigrationState]:
     """Each migration with its state: applied / adopted / pending / optional / changed / present."""
     resolved, _ = resolve_dsn(dsn)
-    migrations = load_migrations()
-    states: list[MigrationState] = []
     with connect(dsn) as conn, _Step(conn, schema_name(schema), 10_000, lock=False)():
         try:
-            recorded = _recorded(conn)
-            for m in migrations:
-                rec = recorded.get(m.version)
-                if rec is not None:
-                    state = rec[2] if rec[1] == m.checksum else "changed"
-                    states.append(MigrationState(m.version, m.name, state, rec[3]))
-                elif _present(conn, m.version):
-                    states.append(MigrationState(m.version, m.name, "present"))
-                else:
-                    states.append(MigrationState(m.version, m.name, "optional" if m.optional else "pending"))
+            return migration_states(conn)
         except psycopg.Error as exc:
             raise _translate(exc, "reading the schema status", resolved) from None
+
+
+def migration_states(conn: psycopg.Connection) -> list[MigrationState]:
+    """``schema_status`` on an open connection (its search_path chosen by the caller)."""
+    states: list[MigrationState] = []
+    recorded = _recorded(conn)
+    for m in load_migrations():
+        rec = recorded.get(m.version)
+        if rec is not None:
+            state = rec[2] if rec[1] == m.checksum else "changed"
+            states.append(MigrationState(m.version, m.name, state, rec[3]))
+        elif _present(conn, m.version):
+            states.append(MigrationState(m.version, m.name, "present"))
+        else:
+            states.append(MigrationState(m.version, m.name, "optional" if m.optional else "pending"))
     return states

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .dsn import resolve_dsn, safe_message
 from .errors import ConfigurationError, OtelPgError
-from .schema import schema_name
+from .schema import local_search_path, schema_name, set_local
 
 #: Sort keys of ``list_traces``: name → SQL expression over ``traces t`` (NULLs sort as 0).
 SORTS: dict[str, str] = {
@@ -314,12 +314,21 @@ class TraceStore:
         self._dsn, _ = resolve_dsn(dsn)
         name = schema_name(schema)
         self._schema = name
-        self._search_path = sql.Identifier(name).as_string(None) if name else None
+        self._search_path = local_search_path(name)
         if statement_timeout_ms <= 0:
             raise ConfigurationError("statement_timeout_ms must be positive")
         self._timeout = f"{int(statement_timeout_ms)}ms"
         self._as_user = str(_as_uuid(as_user, "as_user")) if as_user is not None else None
         self._as_role = as_role
+        # per transaction: the timeout, the schema, and (as_user) the claims Supabase's auth.uid() reads
+        self._settings: dict[str, str | None] = {
+            "statement_timeout": self._timeout,
+            "search_path": self._search_path,
+            "request.jwt.claim.sub": self._as_user,
+            "request.jwt.claims": (
+                json.dumps({"sub": self._as_user, "role": as_role}) if self._as_user is not None else None
+            ),
+        }
         self._pool_size = max(1, int(pool_size))
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
@@ -363,14 +372,9 @@ class TraceStore:
                 conn.cursor(row_factory=dict_row) as cur,
             ):
                 cur.execute("SET TRANSACTION READ ONLY")
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", (self._timeout,))
-                if self._search_path is not None:
-                    cur.execute("SELECT set_config('search_path', %s, true)", (self._search_path,))
                 if self._as_user is not None:
                     cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self._as_role)))
-                    cur.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (self._as_user,))
-                    claims = json.dumps({"sub": self._as_user, "role": self._as_role})
-                    cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+                set_local(cur, self._settings)
                 yield cur
         except (psycopg.Error, PoolTimeout) as exc:
             raise TraceStoreError(safe_message(exc, self._dsn)) from None

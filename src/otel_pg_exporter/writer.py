@@ -30,13 +30,13 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg import sql
 
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, MODEL_CALL_TYPES, OPERATION_DETAILS_EVENT
 from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from .mapping import ns_to_datetime
 from .records import OMITTED, EncodedSpan, Limits, TraceDelta, trace_deltas
 from .sanitize import clean_text, encode_json
+from .schema import local_search_path
 from .user_settings import resolve_vault_refs, vault_refs
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -577,7 +577,7 @@ class SpanWriter:
         self._vault_warned = False
         # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
         # name travels quoted, as a bound parameter
-        self._search_path = sql.Identifier(schema).as_string(None) if schema else None
+        self._search_path = local_search_path(schema)
 
     def _begin(self, cur: psycopg.Cursor[Any]) -> None:
         if self._search_path is not None:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
-from ..trace_store import SORTS, STATUSES, TraceStore, TraceStoreError
+from ..trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
 from . import views
 
 CSP = (
@@ -117,7 +117,6 @@ def _environment() -> Environment:
         duration=views.duration,
         tokens_line=views.tokens_line,
         pretty=views.pretty,
-        short=lambda value, n=8: str(value)[:n],
         abbrev=lambda value: f"{str(value)[:8]}…{str(value)[-4:]}",
         when=lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "",
     )
@@ -192,13 +191,20 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
             refresh=LIST_REFRESH_S if any(t.status == "running" for t in result.traces) else None,
         )
 
-    def trace(request: Request) -> Response:
+    def load_trace(request: Request) -> TraceDetail | Response:
+        """The trace of the path, or the error response (page or JSON, by the path)."""
         try:
             detail = store.get_trace(request.path_params["trace_id"])
         except TraceStoreError as exc:
             return failure(request, exc)
         if detail is None:
             return failure(request, TraceStoreError("no such trace (or not visible to you)"), 404)
+        return detail
+
+    def trace(request: Request) -> Response:
+        detail = load_trace(request)
+        if isinstance(detail, Response):
+            return detail
         spans = detail.spans
         wanted = request.query_params.get("span")
         selected = detail.span(wanted) if wanted else None
@@ -270,12 +276,9 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
         return _json({"traces": result.traces, "older": result.older, "newer": result.newer})
 
     def api_trace(request: Request) -> Response:
-        try:
-            detail = store.get_trace(request.path_params["trace_id"])
-        except TraceStoreError as exc:
-            return failure(request, exc)
-        if detail is None:
-            return _json({"error": "no such trace"}, 404)
+        detail = load_trace(request)
+        if isinstance(detail, Response):
+            return detail
         return _json({"trace": detail.trace, "spans": detail.roots})
 
     def stylesheet(request: Request) -> Response:
