@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -30,7 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from otel_pg_exporter.records import EncodedSpan
+from otel_pg_exporter.records import JSON_COLUMNS, EncodedSpan
 from otel_pg_exporter.writer import SPAN_COLUMNS
 
 from .cpu import OtlpSink, PostgresCpu, process_seconds
@@ -305,7 +306,11 @@ _SPAN_COLS = SPAN_COLUMNS  # the exporter's own column list, in its order
 
 
 def _span_values(s: EncodedSpan) -> tuple[Any, ...]:
-    return tuple(getattr(s, c) for c in _SPAN_COLS)
+    """The row's column values for INSERT / COPY (JSON columns as JSON text)."""
+    columns = s.columns()
+    return tuple(
+        orjson.dumps(columns[c]).decode() if c in JSON_COLUMNS else columns[c] for c in _SPAN_COLS
+    )
 
 
 def _trace_values(s: EncodedSpan) -> tuple[Any, ...]:
@@ -340,21 +345,22 @@ def copy_ceiling(dsn: str, spans: list[Any]) -> dict[str, Any]:
     mapper = PostgresSpanExporter(dsn, spool_dir="off")
     mapped = [_parents_first(mapper.encode(b)) for b in batches(spans)]
     mapper.shutdown()
+    values = [[(s.trace_id, _trace_values(s), _span_values(s)) for s in batch] for batch in mapped]
     started = time.perf_counter()
     seen: set[Any] = set()
     with psycopg.connect(dsn) as conn:
-        for batch in mapped:
+        for batch in values:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(
                     "COPY traces (trace_id, workflow_id, execution_id, started_at) FROM STDIN"
                 ) as cp:
-                    for s in batch:
-                        if s.trace_id not in seen:
-                            seen.add(s.trace_id)
-                            cp.write_row(_trace_values(s))
+                    for trace_id, trace_row, _ in batch:
+                        if trace_id not in seen:
+                            seen.add(trace_id)
+                            cp.write_row(trace_row)
                 with cur.copy(f"COPY spans ({', '.join(_SPAN_COLS)}) FROM STDIN") as cp:
-                    for s in batch:
-                        cp.write_row(_span_values(s))
+                    for _, _, span_row in batch:
+                        cp.write_row(span_row)
     elapsed = time.perf_counter() - started
     return {"spans": len(spans), "seconds": elapsed, "spans_per_s": len(spans) / elapsed}
 
@@ -779,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory",
             "growth",
             "doctor",
+            "explorer",
             "profile",
             "logs",
             "retention",

@@ -442,6 +442,7 @@ ERROR_TYPE_ATTRS: tuple[str, ...] = (
     "gen_ai.framework.error.type",
     "gen_ai.framework.error.class",
 )
+LANGFUSE_LEVEL_ATTR = "langfuse.observation.level"  # ERROR marks a failed observation
 TASK_STATUS_ATTR = "gen_ai.task.status"  # TL custom: success / failure
 
 # --------------------------------------------------------------------------------------------------

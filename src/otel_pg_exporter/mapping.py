@@ -128,14 +128,72 @@ def _has_key(attrs: Attrs, key: str) -> bool:
     return key in attrs
 
 
+class KeyPlan:
+    """What one *set of attribute keys* decides, worked out once and reused for every span with the
+    same keys (an instrumentation emits the same keys span after span): each precedence list of
+    ``conventions`` reduced to the names present, in order, and the keys of the prefix families.
+
+    Lookups stay exact: a reduced list only drops names that are absent from the key set."""
+
+    __slots__ = (
+        "_only",
+        "eval_scalar_keys",
+        "flat",
+        "genai_hint",
+        "infra_hint",
+        "keys",
+        "rate_limit_keys",
+        "tokens",
+    )
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = frozenset(keys)
+        self._only: dict[int, tuple[Any, ...]] = {}
+        self.flat = tuple(k for k in keys if k.startswith(cv.FLAT_PREFIXES))
+        self.rate_limit_keys = tuple(k for k in keys if k.startswith(cv.RATE_LIMIT_HEADER_PREFIXES))
+        self.eval_scalar_keys = tuple(k for k in keys if k.startswith(cv.EVALUATION_SCALAR_PREFIXES))
+        self.tokens = tuple(
+            (key, present) for key, names in cv.TOKEN_ATTRS.items() if (present := self.only(names))
+        )
+        self.genai_hint = next((kind for key, kind in cv.GENAI_TYPE_HINTS if _has_key(self.keys, key)), None)
+        self.infra_hint = next((kind for key, kind in cv.INFRA_TYPE_HINTS if _has_key(self.keys, key)), None)
+
+    def only(self, names: Sequence[Any]) -> tuple[Any, ...]:
+        """``names`` (a conventions list; items may be ``(name, extra)`` pairs) reduced to those
+        present, in order. Memoized per list object: pass module-level constants."""
+        hit = self._only.get(id(names))
+        if hit is None:
+            keys = self.keys
+            hit = tuple(n for n in names if (n[0] if type(n) is tuple else n) in keys)
+            self._only[id(names)] = hit
+        return hit
+
+
+_PLANS: dict[tuple[str, ...], KeyPlan] = {}
+#: How many distinct key sets are remembered (a process sees a few dozen; the bound is for safety).
+KEY_PLANS_MAX = 4096
+
+
+def key_plan(attrs: Attrs) -> KeyPlan:
+    """The ``KeyPlan`` of ``attrs``' key set (cached by the keys in their order)."""
+    keys = tuple(attrs)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        if len(_PLANS) >= KEY_PLANS_MAX:
+            _PLANS.clear()
+        plan = _PLANS[keys] = KeyPlan(keys)
+    return plan
+
+
 # --------------------------------------------------------------------------------------------------
 # column derivations
 # --------------------------------------------------------------------------------------------------
 
 
-def span_type_of(attrs: Attrs, is_root: bool) -> str:
+def span_type_of(attrs: Attrs, is_root: bool, plan: KeyPlan | None = None) -> str:
     """The normalized span type (reference §4 precedence)."""
-    for attr, table in cv.SPAN_KIND_SOURCES:
+    plan = plan or key_plan(attrs)
+    for attr, table in plan.only(cv.SPAN_KIND_SOURCES):
         value = attrs.get(attr)
         if isinstance(value, str):
             kind = table.get(value.lower())
@@ -143,15 +201,11 @@ def span_type_of(attrs: Attrs, is_root: bool) -> str:
                 return "workflow" if is_root else "task"
             if kind:
                 return kind
-    for key, kind in cv.GENAI_TYPE_HINTS:
-        if _has_key(attrs, key):
-            return kind
+    if plan.genai_hint is not None:
+        return plan.genai_hint
     if is_root:
         return "workflow"
-    for key, kind in cv.INFRA_TYPE_HINTS:
-        if _has_key(attrs, key):
-            return kind
-    return "other"
+    return plan.infra_hint or "other"
 
 
 def _exception_events(events: Sequence[Event]) -> list[Attrs]:
@@ -165,18 +219,19 @@ def _is_cancellation(type_name: str | None) -> bool:
 
 
 def status_and_errors(
-    span: ReadableSpan, attrs: Attrs, events: Sequence[Event]
+    span: ReadableSpan, attrs: Attrs, events: Sequence[Event], plan: KeyPlan | None = None
 ) -> tuple[str, str | None, str | None, str | None]:
     """``(status, error, error_type, error_stack)``; error fields only for failed/cancelled spans."""
-    exceptions = _exception_events(events)
+    plan = plan or key_plan(attrs)
+    exceptions = _exception_events(events) if events else ()
     last_exc = exceptions[-1] if exceptions else {}
-    error_type, _ = _first_str(attrs, cv.ERROR_TYPE_ATTRS)
+    error_type, _ = _first_str(attrs, plan.only(cv.ERROR_TYPE_ATTRS))
     exc_type = last_exc.get("exception.type")
     failed = (
         span.status.status_code is StatusCode.ERROR
         or error_type is not None
-        or str(attrs.get("langfuse.observation.level", "")).upper() == "ERROR"
-        or str(attrs.get(cv.TASK_STATUS_ATTR, "")).lower() == "failure"
+        or (cv.LANGFUSE_LEVEL_ATTR in attrs and str(attrs[cv.LANGFUSE_LEVEL_ATTR]).upper() == "ERROR")
+        or (cv.TASK_STATUS_ATTR in attrs and str(attrs[cv.TASK_STATUS_ATTR]).lower() == "failure")
     )
     if not failed:
         return "completed", None, None, None
@@ -201,9 +256,9 @@ def _normalize_provider(value: str) -> str:
     return cv.PROVIDER_ALIASES.get(key, key)
 
 
-def provider_of(attrs: Attrs, span_type: str) -> tuple[str | None, str | None]:
+def provider_of(attrs: Attrs, span_type: str, plan: KeyPlan | None = None) -> tuple[str | None, str | None]:
     """``(provider, source attribute)``; framework names only count on model-call spans' fallbacks."""
-    for name in cv.PROVIDER_ATTRS:
+    for name in (plan or key_plan(attrs)).only(cv.PROVIDER_ATTRS):
         value = attrs.get(name)
         if not isinstance(value, str) or not value.strip():
             continue
@@ -218,26 +273,30 @@ def provider_of(attrs: Attrs, span_type: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def model_of(attrs: Attrs) -> tuple[str | None, str | None]:
-    model, source = _first_str(attrs, cv.MODEL_ATTRS)
+def model_of(attrs: Attrs, plan: KeyPlan | None = None) -> tuple[str | None, str | None]:
+    plan = plan or key_plan(attrs)
+    model, source = _first_str(attrs, plan.only(cv.MODEL_ATTRS))
     if model:
         return model, source
-    for name in cv.MODEL_IN_JSON_ATTRS:
+    for name in plan.only(cv.MODEL_IN_JSON_ATTRS):
         params, ok = parse_json_lenient(attrs.get(name))
         if ok and isinstance(params, Mapping) and isinstance(params.get("model"), str):
             return params["model"], f"{name}.model"
     return None, None
 
 
-def tokens_of(attrs: Attrs) -> tuple[dict[str, int], dict[str, Any]]:
+def tokens_of(attrs: Attrs, plan: KeyPlan | None = None) -> tuple[dict[str, int], dict[str, Any]]:
     """Normalized token counts (reference §2.7) and notes on how they were read."""
     tokens: dict[str, int] = {}
     notes: dict[str, Any] = {}
-    for key, names in cv.TOKEN_ATTRS.items():
+    for key, names in (plan or key_plan(attrs)).tokens:
         number, _ = _first_number(attrs, names)
         if number is not None and math.isfinite(number) and number >= 0:
             tokens[key] = int(number)
-    usage, ok = parse_json_lenient(attrs.get(cv.LANGFUSE_USAGE_ATTR))
+    if cv.LANGFUSE_USAGE_ATTR in attrs:
+        usage, ok = parse_json_lenient(attrs[cv.LANGFUSE_USAGE_ATTR])
+    else:
+        usage, ok = None, False
     if ok and isinstance(usage, Mapping):
         for key, value in usage.items():
             number = _number(value)
@@ -255,9 +314,12 @@ def tokens_of(attrs: Attrs) -> tuple[dict[str, int], dict[str, Any]]:
     return tokens, notes
 
 
-def provided_cost_of(attrs: Attrs) -> tuple[Any, str | None, dict[str, Any]]:
+def provided_cost_of(attrs: Attrs, plan: KeyPlan | None = None) -> tuple[Any, str | None, dict[str, Any]]:
     """A cost the span reports itself: ``(amount, source, notes)`` (amount unvalidated)."""
     notes: dict[str, Any] = {}
+    plan = plan or key_plan(attrs)
+    if not (cv.LANGFUSE_COST_ATTR in attrs or plan.only(cv.COST_ATTRS) or cv.PROPOSED_COST_ATTR in attrs):
+        return None, None, notes
     details, ok = parse_json_lenient(attrs.get(cv.LANGFUSE_COST_ATTR))
     if ok and isinstance(details, Mapping) and details:
         total = _number(details.get("total"))
@@ -266,7 +328,7 @@ def provided_cost_of(attrs: Attrs) -> tuple[Any, str | None, dict[str, Any]]:
             total = sum(numbers) if numbers else None
         if total is not None:
             return total, cv.LANGFUSE_COST_ATTR, notes
-    number, source = _first_number(attrs, cv.COST_ATTRS)
+    number, source = _first_number(attrs, plan.only(cv.COST_ATTRS))
     if number is not None:
         return number, source, notes
     amount = _number(attrs.get(cv.PROPOSED_COST_ATTR))
@@ -390,15 +452,17 @@ def content_of(
     return result, used
 
 
-def api_limits_of(attrs: Attrs, error_type: str | None) -> dict[str, Any]:
+def api_limits_of(attrs: Attrs, error_type: str | None, plan: KeyPlan | None = None) -> dict[str, Any]:
     limits: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if key.startswith(cv.RATE_LIMIT_HEADER_PREFIXES):
-            header = key.removeprefix("http.response.header.")
-            limits[header] = value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value
-    for name in cv.API_LIMIT_ATTRS:
-        if name in attrs:
-            limits[name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1]] = jsonable(attrs[name])
+    plan = plan or key_plan(attrs)
+    for key in plan.rate_limit_keys:
+        value = attrs[key]
+        header = key.removeprefix("http.response.header.")
+        limits[header] = value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value
+    for name in plan.only(cv.API_LIMIT_ATTRS):
+        limits[name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1]] = jsonable(attrs[name])
+    if not error_type and "http.response.status_code" not in attrs and "http.status_code" not in attrs:
+        return limits
     status_code = _number(attrs.get("http.response.status_code", attrs.get("http.status_code")))
     lowered = (error_type or "").lower()
     if status_code == 429 or lowered in cv.RATE_LIMIT_ERROR_TYPES or lowered.endswith("ratelimiterror"):
@@ -408,11 +472,12 @@ def api_limits_of(attrs: Attrs, error_type: str | None) -> dict[str, Any]:
     return limits
 
 
-def timeout_of(attrs: Attrs) -> int | None:
+def timeout_of(attrs: Attrs, plan: KeyPlan | None = None) -> int | None:
     """Request timeout in milliseconds when the call parameters carry one (seconds, as SDKs take it)."""
-    number, _ = _first_number(attrs, cv.TIMEOUT_ATTRS)
+    plan = plan or key_plan(attrs)
+    number, _ = _first_number(attrs, plan.only(cv.TIMEOUT_ATTRS))
     if number is None:
-        for name in cv.TIMEOUT_JSON_ATTRS:
+        for name in plan.only(cv.TIMEOUT_JSON_ATTRS):
             params, ok = parse_json_lenient(attrs.get(name))
             if ok and isinstance(params, Mapping):
                 number = _number(params.get("timeout"))
@@ -424,22 +489,24 @@ def timeout_of(attrs: Attrs) -> int | None:
 
 
 def evaluation_of(
-    events: Sequence[Event], attrs: Attrs, flat: Attrs | None = None
+    events: Sequence[Event], attrs: Attrs, flat: Attrs | None = None, plan: KeyPlan | None = None
 ) -> tuple[dict[str, Any], set[str]]:
     results: list[Any] = []
     used: set[str] = set()
+    plan = plan or key_plan(attrs)
     for event in events:
         if event.name == cv.EVALUATION_EVENT:
             ev = event.attributes or {}
             results.append(
                 {out: jsonable(ev[src]) for src, out in cv.EVALUATION_EVENT_FIELDS.items() if src in ev}
             )
-    for prefix in cv.EVALUATION_FLAT_PREFIXES:
-        items, keys = unflatten(flat if flat is not None else attrs, prefix)
+    source = flat if flat is not None else attrs
+    for prefix in cv.EVALUATION_FLAT_PREFIXES if source else ():
+        items, keys = unflatten(source, prefix)
         if items:
             results.extend(items)
             used.update(keys)
-    scalars = {k: jsonable(v) for k, v in attrs.items() if k.startswith(cv.EVALUATION_SCALAR_PREFIXES)}
+    scalars = {k: jsonable(attrs[k]) for k in plan.eval_scalar_keys}
     if scalars:
         results.append({"source": "openlit", **scalars})
         used.update(scalars)
@@ -471,20 +538,22 @@ def _trace_hints(
     is_root: bool,
     span_type: str,
     inputs: dict[str, Any],
+    plan: KeyPlan | None = None,
 ) -> TraceHints:
+    plan = plan or key_plan(attrs)
     ctx = span.context
     service = str(resource.get("service.name") or "unknown_service")
     n = len(cv.WORKFLOW_ATTRS)
     workflow: tuple[int, str, str] = (n + 1, service, "service.name")
-    for rank, (name, root_only) in enumerate(cv.WORKFLOW_ATTRS):
+    for name, root_only in plan.only(cv.WORKFLOW_ATTRS):
         value = attrs.get(name)
         if isinstance(value, str) and value.strip() and (is_root or not root_only):
-            workflow = (rank, value, name)
+            workflow = (cv.WORKFLOW_ATTRS.index((name, root_only)), value, name)
             break
     else:
         if is_root:
             workflow = (n, span.name, "root span name")
-    user_value, user_source = _first_str(attrs, cv.USER_ATTRS)
+    user_value, user_source = _first_str(attrs, plan.only(cv.USER_ATTRS))
     user = None
     if user_value is not None and user_source is not None:
         user = (cv.USER_ATTRS.index(user_source), user_value, user_source)
@@ -510,17 +579,17 @@ def _trace_hints(
             elif span_type in cv.MODEL_CALL_TYPES and "messages" in inputs:
                 query = (4, start_ns, text, f"first llm {source}")
 
-    execution_id, _ = _first_str(attrs, cv.EXECUTION_ID_ATTRS)
-    meta: dict[str, Any] = {}
+    execution_id, _ = _first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))
+    meta: dict[str, Any] = dict(_resource_hints(resource))
     for key, names in (
         ("session_id", cv.SESSION_ATTRS),
         ("environment", cv.ENVIRONMENT_ATTRS),
         ("release", cv.RELEASE_ATTRS),
     ):
-        value = _first_str(attrs, names)[0] or _first_str(resource, names)[0]
+        value = _first_str(attrs, plan.only(names))[0]
         if value is not None:
             meta[key] = value
-    for name in cv.TAG_ATTRS:
+    for name in plan.only(cv.TAG_ATTRS):
         if name in attrs:
             tags, _ = parse_json_lenient(attrs[name])
             meta["tags"] = tags if isinstance(tags, list) else [tags]
@@ -541,6 +610,27 @@ def _trace_hints(
 
 
 _RESOURCE_CACHE: dict[int, tuple[Any, dict[str, Any]]] = {}
+_RESOURCE_HINTS: dict[int, tuple[Attrs, dict[str, Any]]] = {}
+
+
+def _resource_hints(resource: Attrs) -> dict[str, Any]:
+    """Session, environment and release named by the resource (a span's own attributes win)."""
+    hit = _RESOURCE_HINTS.get(id(resource))
+    if hit is not None and hit[0] is resource:
+        return hit[1]
+    hints: dict[str, Any] = {}
+    for key, names in (
+        ("session_id", cv.SESSION_ATTRS),
+        ("environment", cv.ENVIRONMENT_ATTRS),
+        ("release", cv.RELEASE_ATTRS),
+    ):
+        value = _first_str(resource, names)[0]
+        if value is not None:
+            hints[key] = value
+    if len(_RESOURCE_HINTS) > 64:
+        _RESOURCE_HINTS.clear()
+    _RESOURCE_HINTS[id(resource)] = (resource, hints)
+    return hints
 
 
 def _resource_attributes(span: ReadableSpan) -> dict[str, Any]:
@@ -564,21 +654,22 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     if ctx is None:
         raise ValueError("span has no context")
     attrs: Attrs = dict(span.attributes or {})
+    plan = key_plan(attrs)
     resource = _resource_attributes(span)
     parent = span.parent
     is_root = parent is None
     events = span.events
-    flat = flat_attributes(attrs)
-    span_type = span_type_of(attrs, is_root)
-    status, error, error_type, error_stack = status_and_errors(span, attrs, events)
+    flat = {k: attrs[k] for k in plan.flat} if plan.flat else {}
+    span_type = span_type_of(attrs, is_root, plan)
+    status, error, error_type, error_stack = status_and_errors(span, attrs, events, plan)
     inputs, used_in = content_of(events, attrs, "input", flat)
     outputs, used_out = content_of(events, attrs, "output", flat)
-    evaluation, used_eval = evaluation_of(events, attrs, flat)
-    tokens, token_notes = tokens_of(attrs)
-    cost_value, cost_source, cost_notes = provided_cost_of(attrs)
-    model, _ = model_of(attrs)
-    provider, provider_source = provider_of(attrs, span_type)
-    retry, _ = _first_number(attrs, cv.RETRY_COUNT_ATTRS)
+    evaluation, used_eval = evaluation_of(events, attrs, flat, plan)
+    tokens, token_notes = tokens_of(attrs, plan)
+    cost_value, cost_source, cost_notes = provided_cost_of(attrs, plan)
+    model, _ = model_of(attrs, plan)
+    provider, provider_source = provider_of(attrs, span_type, plan)
+    retry, _ = _first_number(attrs, plan.only(cv.RETRY_COUNT_ATTRS))
 
     start_ns, end_ns = span.start_time, span.end_time
     duration_ns = (end_ns - start_ns) if (start_ns is not None and end_ns is not None) else 0
@@ -601,7 +692,9 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     if scope is not None:
         metadata["otel"]["scope"] = {"name": scope.name, "version": scope.version}
     consumed = used_in | used_out | used_eval
-    remaining = {k: jsonable(v) for k, v in attrs.items() if k not in consumed}
+    remaining = {
+        k: (jsonable(v) if type(v) is tuple else v) for k, v in attrs.items() if k not in consumed
+    }
     if remaining:
         metadata["attributes"] = remaining
     if resource:
@@ -621,7 +714,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         ]
     if provider_source:
         metadata["provider_source"] = provider_source
-    request_model, _ = _first_str(attrs, cv.REQUEST_MODEL_ATTRS)
+    request_model, _ = _first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
     if request_model and request_model != model:
         metadata["request_model"] = request_model
     if token_notes:
@@ -639,7 +732,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     if cost_source:
         metadata["cost"] = {"status": "provided", "source": cost_source, "provided": cost_value}
 
-    hints = _trace_hints(span, attrs, resource, is_root, span_type, inputs)
+    hints = _trace_hints(span, attrs, resource, is_root, span_type, inputs, plan)
     return SpanRecord(
         span_id=span_uuid(ctx.trace_id, ctx.span_id),
         trace_id=hints.trace_id,
@@ -659,9 +752,9 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         error=error,
         error_type=error_type,
         error_stack=error_stack,
-        api_limits=api_limits_of(attrs, error_type),
+        api_limits=api_limits_of(attrs, error_type, plan),
         retry_count=int(retry) if retry is not None and math.isfinite(retry) else 0,
-        timeout=timeout_of(attrs),
+        timeout=timeout_of(attrs, plan),
         evaluation=evaluation,
         metadata=metadata,
         hints=hints,

@@ -23,7 +23,7 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
     "openai_api_key": ("sk-",),
     "google_api_key": ("AIza",),
     "aws_access_key": ("AKIA", "ASIA"),
-    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),  # one regex in the first test
     "slack_token": ("xox",),
     "huggingface_token": ("hf_",),
     "groq_api_key": ("gsk_",),
@@ -60,16 +60,21 @@ class Scrubber:
 
     patterns: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]
     literals: tuple[str, ...] = ()
-    #: every trigger and literal (substring tests are C-fast); None when some pattern must always run
+    #: the first test: every trigger and literal, lower-cased, without those that contain another
+    #: (substring tests on the lower-cased text are C-fast); None when some pattern must always run
     any_trigger: tuple[str, ...] | None = None
+    #: triggers that share a prefix, as one regex (``gh[opsru]_``), tested after ``any_trigger``
+    any_trigger_regex: re.Pattern[str] | None = None
 
     def __call__(self, text: str) -> str:
         if self.any_trigger is not None:
+            lowered = text.lower()
             for needle in self.any_trigger:
-                if needle in text:
+                if needle in lowered:
                     break
             else:
-                return text
+                if self.any_trigger_regex is None or self.any_trigger_regex.search(lowered) is None:
+                    return text
         for literal in self.literals:
             if literal in text:
                 text = text.replace(literal, "[REDACTED:exporter_dsn]")
@@ -110,10 +115,27 @@ def build_scrubber(
         literals.append(own_dsn)
         literals += [pw for pw in _passwords(own_dsn) if len(pw) >= 4]
     literals = sorted(set(literals), key=len, reverse=True)
-    any_trigger = None
+    any_trigger, regex = None, None
     if all(triggers for _, _, triggers in compiled):
-        any_trigger = tuple({t for _, _, triggers in compiled for t in triggers} | set(literals))
-    return Scrubber(tuple(compiled), tuple(literals), any_trigger)
+        any_trigger, regex = _first_test({t for _, _, triggers in compiled for t in triggers} | set(literals))
+    return Scrubber(tuple(compiled), tuple(literals), any_trigger, regex)
+
+
+def _first_test(needles: set[str]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    """The needles of the first test, for a lower-cased text: lower-cased, a needle dropped when it
+    contains another one (the shorter one finds every text the longer one does), and needles of the
+    form ``xy?_`` that share ``xy`` merged into one regex. Together they find a superset of the texts
+    the original needles find, in fewer passes."""
+    lowered = {n.lower() for n in needles if n}
+    kept = {n for n in lowered if not any(o != n and o in n for o in lowered)}
+    families: dict[str, list[str]] = {}
+    for n in kept:
+        if len(n) == 4 and n.endswith("_"):
+            families.setdefault(n[:2], []).append(n[2])
+    merged = {p: letters for p, letters in families.items() if len(letters) > 2}
+    parts = [f"{re.escape(p)}[{re.escape(''.join(sorted(ls)))}]_" for p, ls in sorted(merged.items())]
+    plain = sorted(n for n in kept if not (len(n) == 4 and n.endswith("_") and n[:2] in merged))
+    return tuple(plain), (re.compile("|".join(parts)) if parts else None)
 
 
 def scrub_json_text(scrub: Callable[[str], str], text: str) -> str:

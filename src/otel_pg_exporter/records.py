@@ -7,6 +7,7 @@ per trace, sorted by trace id (the lock order of the writer).
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
+
+import orjson
 
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
@@ -32,6 +35,7 @@ VARCHAR = {
     "workflow_id": 255,
     "execution_id": 255,
 }
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 _TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -66,39 +70,62 @@ def _without_content(record: SpanRecord) -> None:
     record.metadata["content"] = "omitted"
 
 
+#: The ``spans`` columns a row carries, in the seed's order (``child_spans`` is added by the writer,
+#: which folds a batch's children into their parent).
+ROW_COLUMNS: tuple[str, ...] = (
+    "span_id",
+    "trace_id",
+    "parent_span_id",
+    "span_type",
+    "name",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "inputs",
+    "outputs",
+    "tokens",
+    "cost",
+    "model",
+    "provider",
+    "error",
+    "error_type",
+    "error_stack",
+    "api_limits",
+    "retry_count",
+    "timeout",
+    "evaluation",
+    "metadata",
+)
+#: JSONB columns (embedded in the row as JSON values, not as strings).
+JSON_COLUMNS = frozenset({"inputs", "outputs", "tokens", "api_limits", "evaluation", "metadata"})
+
+
 @dataclass(slots=True)
 class EncodedSpan:
-    """A ``spans`` row ready for the writer (JSON columns as text)."""
+    """A ``spans`` row ready for the writer: ``row`` is one JSON object holding every column of
+    ``ROW_COLUMNS``, built in one pass; the other fields are what the writer needs to plan the batch
+    (locks, placeholders, the children folded into their parent)."""
 
     span_id: uuid.UUID
     trace_id: uuid.UUID
     parent_span_id: uuid.UUID | None
     span_type: str
     name: str
-    status: str
     started_at: datetime | None
-    completed_at: datetime | None
-    duration_ms: int
-    inputs: str
-    outputs: str
-    tokens: str
-    cost: Decimal
-    model: str | None
-    provider: str | None
-    error: str | None
-    error_type: str | None
-    error_stack: str | None
-    api_limits: str
     retry_count: int
-    timeout: int | None
-    evaluation: str
-    metadata: str
-    # not columns
+    #: the row as a JSON object (``{"span_id": ..., ..., "metadata": {...}}``)
+    row: str
     hints: TraceHints
     parent_hex: str | None
     api_limits_obj: dict[str, Any] = field(default_factory=dict)
     #: True when ``encode_span`` had to change a value (see ``metadata.sanitized``)
     sanitized: bool = False
+
+    def columns(self) -> dict[str, Any]:
+        """The row's column values (JSON columns as Python data). For the rare paths (degraded
+        rows, benchmarks); the writer sends ``row`` as it is."""
+        return orjson.loads(self.row)
 
 
 @dataclass(slots=True)
@@ -116,13 +143,121 @@ class TraceDelta:
     metadata: dict[str, Any]
 
 
+#: Text columns checked on the fast path: (column, widest value that needs no change).
+_TEXT_WIDTHS = (
+    ("span_type", VARCHAR["span_type"]),
+    ("name", VARCHAR["name"]),
+    ("model", VARCHAR["model"]),
+    ("provider", VARCHAR["provider"]),
+    ("error_type", VARCHAR["error_type"]),
+)
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
 def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
-    """Sanitize and JSON-encode one record. Never raises for bad values; notes what it changed."""
-    notes: dict[str, Any] = {}
-    cap = limits.max_payload_chars
-    scrub = limits.scrub
+    """Sanitize and JSON-encode one record into one row. Never raises for bad values; notes what it
+    changed.
+
+    The common case takes one pass: the row's columns go through ``orjson`` in two objects (the
+    columns the scrubber reads, and the rest), checked once for what PostgreSQL refuses. Any value
+    that needs a change (NUL, lone surrogates, over-long text, huge integers, a column over the
+    cap) sends the span through the column-by-column path that fixes and notes each change."""
     if not limits.capture_content:
         _without_content(record)
+    metadata = record.metadata
+    cost, cost_value, cost_note = column_cost(record.cost)
+    if cost_value is not None:
+        metadata.setdefault("cost", {})["exact"] = str(cost_value)
+    elif "cost" in metadata and cost_note:
+        metadata["cost"]["status"] = "invalid"
+    notes: dict[str, Any] = {"cost": cost_note} if cost_note else {}
+    row = None if notes else _fast_row(record, cost, limits)
+    sanitized = False
+    if row is None:
+        row, sanitized = _checked_row(record, cost, limits, notes)
+    return EncodedSpan(
+        span_id=record.span_id,
+        trace_id=record.trace_id,
+        parent_span_id=record.parent_span_id,
+        span_type=record.span_type if not sanitized else orjson.loads(row)["span_type"],
+        name=record.name,
+        started_at=record.started_at,
+        retry_count=record.retry_count if type(record.retry_count) is int else 0,
+        row=row,
+        hints=record.hints,
+        parent_hex=(metadata.get("otel") or {}).get("parent_span_id"),
+        api_limits_obj=record.api_limits,
+        sanitized=sanitized,
+    )
+
+
+def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:
+    """The row in one pass, or None when some value needs the checked path."""
+    for column, width in _TEXT_WIDTHS:
+        value = getattr(record, column)
+        if value is not None and (type(value) is not str or len(value) > width or "\x00" in value):
+            return None
+    cap = limits.max_payload_chars
+    for value in (record.error, record.error_stack):
+        if value is not None and (type(value) is not str or len(value) > cap or "\x00" in value):
+            return None
+    for value in (record.duration_ms, record.retry_count, record.timeout):
+        if value is not None and (type(value) is not int or not 0 <= value <= INT_MAX):
+            return None
+    if not record.span_type:
+        return None
+    try:
+        plain = orjson.dumps(
+            {
+                "span_id": record.span_id,
+                "trace_id": record.trace_id,
+                "parent_span_id": record.parent_span_id,
+                "span_type": record.span_type,
+                "status": record.status,
+                "started_at": record.started_at,
+                "completed_at": record.completed_at,
+                "duration_ms": record.duration_ms,
+                "tokens": record.tokens,
+                "cost": str(cost),
+                "model": record.model,
+                "provider": record.provider,
+                "error_type": record.error_type,
+                "retry_count": record.retry_count,
+                "timeout": record.timeout,
+            },
+            default=str,
+            option=_DUMPS_OPTIONS,
+        ).decode()
+        content = orjson.dumps(
+            {
+                "name": record.name or "(unnamed)",
+                "inputs": record.inputs,
+                "outputs": record.outputs,
+                "error": record.error,
+                "error_stack": record.error_stack,
+                "api_limits": record.api_limits,
+                "evaluation": record.evaluation,
+                "metadata": record.metadata,
+            },
+            default=str,
+            option=_DUMPS_OPTIONS,
+        ).decode()
+    except TypeError:  # lone surrogates, integers beyond 64 bits
+        return None
+    if len(content) > cap or "u0000" in content or "u0000" in plain:
+        return None
+    if limits.scrub is not None:
+        content = scrub_json_text(limits.scrub, content)
+    return plain[:-1] + "," + content[1:]
+
+
+def _checked_row(
+    record: SpanRecord, cost: Decimal, limits: Limits, notes: dict[str, Any]
+) -> tuple[str, bool]:
+    """The row column by column, each value fixed to fit and each change noted in
+    ``metadata.sanitized``. Returns the row and whether anything was noted."""
+    cap = limits.max_payload_chars
+    scrub = limits.scrub
 
     def text(column: str, value: Any, max_chars: int) -> str | None:
         cleaned, note = clean_text(value, max_chars)
@@ -144,50 +279,59 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
             notes[column] = note
         return default if number is None else number
 
+    values: dict[str, Any] = {
+        "span_id": record.span_id,
+        "trace_id": record.trace_id,
+        "parent_span_id": record.parent_span_id,
+        "span_type": text("span_type", record.span_type, VARCHAR["span_type"]) or "other",
+        "name": text("name", record.name, VARCHAR["name"]) or "(unnamed)",
+        "status": record.status,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at,
+        "duration_ms": integer("duration_ms", record.duration_ms, 0, 0) or 0,
+        "inputs": js("inputs", record.inputs),
+        "outputs": js("outputs", record.outputs),
+        "tokens": js("tokens", record.tokens),
+        "cost": cost,
+        "model": text("model", record.model, VARCHAR["model"]),
+        "provider": text("provider", record.provider, VARCHAR["provider"]),
+        "error": text("error", record.error, cap),
+        "error_type": text("error_type", record.error_type, VARCHAR["error_type"]),
+        "error_stack": text("error_stack", record.error_stack, cap),
+        "api_limits": js("api_limits", record.api_limits),
+        "retry_count": integer("retry_count", record.retry_count, 0, 0) or 0,
+        "timeout": integer("timeout", record.timeout, 0, None),
+        "evaluation": js("evaluation", record.evaluation),
+    }
     metadata = record.metadata
-    cost, cost_value, cost_note = column_cost(record.cost)
-    if cost_note:
-        notes["cost"] = cost_note
-    if cost_value is not None:
-        metadata.setdefault("cost", {})["exact"] = str(cost_value)
-    elif "cost" in metadata and cost_note:
-        metadata["cost"]["status"] = "invalid"
-
-    encoded = EncodedSpan(
-        span_id=record.span_id,
-        trace_id=record.trace_id,
-        parent_span_id=record.parent_span_id,
-        span_type=text("span_type", record.span_type, VARCHAR["span_type"]) or "other",
-        name=text("name", record.name, VARCHAR["name"]) or "(unnamed)",
-        status=record.status,
-        started_at=record.started_at,
-        completed_at=record.completed_at,
-        duration_ms=integer("duration_ms", record.duration_ms, 0, 0) or 0,
-        inputs=js("inputs", record.inputs),
-        outputs=js("outputs", record.outputs),
-        tokens=js("tokens", record.tokens),
-        cost=cost,
-        model=text("model", record.model, VARCHAR["model"]),
-        provider=text("provider", record.provider, VARCHAR["provider"]),
-        error=text("error", record.error, cap),
-        error_type=text("error_type", record.error_type, VARCHAR["error_type"]),
-        error_stack=text("error_stack", record.error_stack, cap),
-        api_limits=js("api_limits", record.api_limits),
-        retry_count=integer("retry_count", record.retry_count, 0, 0) or 0,
-        timeout=integer("timeout", record.timeout, 0, None),
-        evaluation=js("evaluation", record.evaluation),
-        metadata="",
-        hints=record.hints,
-        parent_hex=(metadata.get("otel") or {}).get("parent_span_id"),
-        api_limits_obj=record.api_limits,
-    )
     if notes:
         metadata["sanitized"] = notes
-        encoded.sanitized = True
-    encoded.metadata = _encode_metadata(metadata, cap)
-    if scrub is not None:
-        encoded.metadata = scrub_json_text(scrub, encoded.metadata)
-    return encoded
+    meta = _encode_metadata(metadata, cap)
+    values["metadata"] = scrub_json_text(scrub, meta) if scrub is not None else meta
+    return row_json(values), bool(notes)
+
+
+def row_json(values: dict[str, Any]) -> str:
+    """A row object from column values, JSON columns given as JSON text (embedded as they are)."""
+    return "{" + ",".join(
+        f'"{c}":{values[c] if c in JSON_COLUMNS else json_scalar(values[c])}' for c in ROW_COLUMNS
+    ) + "}"
+
+
+def json_scalar(value: Any) -> str:
+    """A non-JSON column value as JSON: strings escaped, numbers as they are, times in ISO 8601,
+    UUIDs and decimals as strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return '"' + value.isoformat() + '"'
+    return '"' + str(value) + '"'  # UUID, Decimal
 
 
 def _encode_metadata(metadata: dict[str, Any], cap: int) -> str:

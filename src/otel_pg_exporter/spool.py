@@ -35,20 +35,21 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .dsn import describe
 from .logs import LogFragment
 from .mapping import TraceHints
-from .records import EncodedSpan
+from .records import ROW_COLUMNS, EncodedSpan, row_json
 
 logger = logging.getLogger("otel_pg_exporter")
 
 MAGIC = b"OPGS"
 HEADER = struct.Struct("<4sIII")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this version reads: 1 stored each column apart, 2 stores the row as one JSON text.
+READABLE_VERSIONS = frozenset({1, 2})
 SUFFIX = ".spool"
 #: Upper bound for one record's payload: anything larger in a header is corruption.
 MAX_RECORD_BYTES = 1 << 30
@@ -76,9 +77,7 @@ def destination_key(dsn: str) -> str:
 # -- EncodedSpan <-> JSON -------------------------------------------------------------------------
 
 #: EncodedSpan fields that are JSON-ready as they are; the rest are converted below.
-_CONVERTED = frozenset(
-    {"span_id", "trace_id", "parent_span_id", "started_at", "completed_at", "cost", "hints"}
-)
+_CONVERTED = frozenset({"span_id", "trace_id", "parent_span_id", "started_at", "hints"})
 _SCALAR_FIELDS = tuple(f.name for f in fields(EncodedSpan) if f.name not in _CONVERTED)
 
 
@@ -88,8 +87,6 @@ def _span_to_json(s: EncodedSpan) -> dict[str, Any]:
     out["trace_id"] = str(s.trace_id)
     out["parent_span_id"] = str(s.parent_span_id) if s.parent_span_id else None
     out["started_at"] = s.started_at.isoformat() if s.started_at else None
-    out["completed_at"] = s.completed_at.isoformat() if s.completed_at else None
-    out["cost"] = str(s.cost)
     h = s.hints
     out["hints"] = {
         "trace_id": str(h.trace_id),
@@ -118,14 +115,14 @@ def _span_from_json(d: dict[str, Any]) -> EncodedSpan:
         execution_id=h["execution_id"],
         metadata=h["metadata"],
     )
+    if "row" not in d:  # format 1: one field per column (JSON columns as text)
+        d = {**d, "row": row_json({c: d[c] for c in ROW_COLUMNS})}
     kwargs = {f: d[f] for f in _SCALAR_FIELDS}
     return EncodedSpan(
         span_id=uuid.UUID(d["span_id"]),
         trace_id=uuid.UUID(d["trace_id"]),
         parent_span_id=uuid.UUID(d["parent_span_id"]) if d["parent_span_id"] else None,
         started_at=datetime.fromisoformat(d["started_at"]) if d["started_at"] else None,
-        completed_at=datetime.fromisoformat(d["completed_at"]) if d["completed_at"] else None,
-        cost=Decimal(d["cost"]),
         hints=hints,
         **kwargs,
     )
@@ -162,7 +159,7 @@ def encode_batch(items: Sequence[SpoolItem]) -> bytes:
 
 def decode_payload(payload: bytes) -> list[SpoolItem]:
     doc = json.loads(zlib.decompress(payload))
-    if doc.get("v") != FORMAT_VERSION:
+    if doc.get("v") not in READABLE_VERSIONS:
         raise ValueError(f"unknown spool format version {doc.get('v')!r}")
     items: list[SpoolItem] = [_span_from_json(d) for d in doc.get("spans", ())]
     items += [_fragment_from_json(d) for d in doc.get("logs", ())]

@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, MODEL_CALL_TYPES, OPERATION_DETAILS_EVENT
 from .logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from .mapping import ns_to_datetime
-from .records import OMITTED, EncodedSpan, Limits, TraceDelta, trace_deltas
+from .records import OMITTED, ROW_COLUMNS, EncodedSpan, Limits, TraceDelta, row_json, trace_deltas
 from .sanitize import clean_text, encode_json
 from .schema import local_search_path
 from .user_settings import resolve_vault_refs, vault_refs
@@ -114,9 +114,9 @@ _SPAN_TYPES = {
     "child_spans": "text[]",
 }
 _INSERT_COLUMNS = tuple(_SPAN_TYPES)
-#: Columns taken as they are from ``EncodedSpan``; ``child_spans`` is built from the batch.
-SPAN_COLUMNS = tuple(c for c in _INSERT_COLUMNS if c != "child_spans")
-_JSON_COLUMNS = frozenset(c for c, t in _SPAN_TYPES.items() if t == "jsonb")
+#: Columns of ``EncodedSpan.row``; ``child_spans`` is built from the batch.
+SPAN_COLUMNS = ROW_COLUMNS
+assert tuple(c for c in _INSERT_COLUMNS if c != "child_spans") == SPAN_COLUMNS
 _UPDATE_ON_CONFLICT = [c for c in _INSERT_COLUMNS if c not in ("span_id", "trace_id")]
 
 
@@ -149,7 +149,9 @@ _LOGGED_INTO_PLACEHOLDER = {
 }
 
 
-def _upsert_spans_sql() -> str:
+def _upsert_spans_sql(source: str | None = None) -> str:
+    """The spans upsert, from the batch document (``%(rows)s``), or from a relation ``source``
+    with the same columns."""
     record = ", ".join(f"{c} {_SPAN_TYPES[c]}" for c in _INSERT_COLUMNS)
     sets = []
     for c in _UPDATE_ON_CONFLICT:
@@ -167,10 +169,11 @@ def _upsert_spans_sql() -> str:
         else:
             sets.append(f"{c} = EXCLUDED.{c}")
     columns = ", ".join(_INSERT_COLUMNS)
+    origin = f"{source} v" if source else f"jsonb_to_recordset(%(rows)s::jsonb) AS v({record})"
     return (
         f"INSERT INTO spans ({columns})\n"
         f"SELECT {', '.join('v.' + c for c in _INSERT_COLUMNS)}\n"
-        f"FROM jsonb_to_recordset(%(rows)s::jsonb) AS v({record})\n"
+        f"FROM {origin}\n"
         "ORDER BY v.span_id\n"
         f"ON CONFLICT (span_id) DO UPDATE SET {', '.join(sets)}\n"
         # a real row is final: a re-export changes nothing; only placeholders get filled in
@@ -179,6 +182,88 @@ def _upsert_spans_sql() -> str:
 
 
 _UPSERT_SPANS = _upsert_spans_sql()
+
+#: The batch's trace deltas as a relation ``v`` (one row per trace, sorted by trace id).
+_TRACE_DELTAS = """v AS (
+    SELECT * FROM unnest(
+        %(tid)s::uuid[], %(hex)s::text[], %(exec_id)s::text[], %(meta)s::text[], %(started_at)s::timestamp[],
+        %(wf)s::text[], %(wf_rank)s::int4[], %(wf_src)s::text[],
+        %(usr)s::text[], %(usr_uuid)s::uuid[], %(usr_rank)s::int4[], %(usr_src)s::text[],
+        %(q)s::text[], %(q_rank)s::int4[], %(q_at)s::int8[], %(q_src)s::text[])
+    AS v(tid, hex, exec_id, meta, started_at, wf, wf_rank, wf_src, usr, usr_uuid, usr_rank, usr_src,
+         q, q_rank, q_at, q_src)
+)"""
+
+
+def _write_batch_sql() -> str:
+    """One statement per batch for the common case: the rows are parsed once (CTE ``b``); traces
+    that do not exist yet are inserted complete, their totals computed from the batch, since no
+    other span of theirs can exist (the trace row is absent and the batch holds the trace's advisory
+    lock); placeholders for parents outside the batch and the spans go in alongside (the seed's
+    foreign keys are checked at the end of the statement). Returns the ids of the traces that
+    existed already: only those are recomputed from their stored spans (``_RECOMPUTE_TRACES``)."""
+    record = ", ".join(f"{c} {_SPAN_TYPES[c]}" for c in _INSERT_COLUMNS)
+    return f"""
+WITH b AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({record})),
+{_TRACE_DELTAS},
+{_leaf_totals("b", "true")}root AS (
+    SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
+    FROM b WHERE parent_span_id IS NULL AND status <> 'pending'
+    ORDER BY trace_id, started_at
+),
+first_span AS (SELECT trace_id, min(started_at) AS started_at FROM b GROUP BY trace_id),
+new_traces AS (
+    INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, completed_at, status,
+                        total_duration_ms, total_cost, total_tokens, error, query, user_id, metadata)
+    SELECT v.tid, v.wf,
+           CASE WHEN v.exec_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
+                THEN v.exec_id ELSE v.hex END,
+           coalesce(root.started_at, first_span.started_at, v.started_at),
+           root.completed_at,
+           CASE WHEN root.status IS NULL THEN 'running'
+                WHEN root.status IN ('failed', 'cancelled') THEN root.status
+                ELSE 'completed' END,
+           coalesce(root.duration_ms, 0),
+           LEAST(coalesce(cost.total, 0), 9999.999999),
+           coalesce(tok.tokens, '{{}}'::jsonb),
+           root.error,
+           CASE WHEN v.q_rank IS NOT NULL THEN v.q END,
+           CASE WHEN v.usr_rank IS NOT NULL THEN (SELECT p.id FROM profiles p WHERE p.id = v.usr_uuid) END,
+           v.meta::jsonb
+             || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
+             || CASE WHEN v.usr_rank IS NOT NULL THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
+             || jsonb_build_object('sources',
+                    jsonb_build_object('workflow_id',
+                        jsonb_build_object('rank', v.wf_rank, 'attribute', v.wf_src))
+                    || CASE WHEN v.q_rank IS NOT NULL THEN jsonb_build_object('query',
+                           jsonb_build_object('rank', v.q_rank, 'at', v.q_at, 'attribute', v.q_src))
+                           ELSE '{{}}'::jsonb END
+                    || CASE WHEN v.usr_rank IS NOT NULL THEN jsonb_build_object('user',
+                           jsonb_build_object('rank', v.usr_rank, 'attribute', v.usr_src))
+                           ELSE '{{}}'::jsonb END)
+    FROM v
+    LEFT JOIN cost ON cost.trace_id = v.tid
+    LEFT JOIN tok ON tok.trace_id = v.tid
+    LEFT JOIN root ON root.trace_id = v.tid
+    LEFT JOIN first_span ON first_span.trace_id = v.tid
+    ORDER BY v.tid
+    ON CONFLICT (trace_id) DO NOTHING
+    RETURNING trace_id
+),
+placeholders AS (
+    INSERT INTO spans (span_id, trace_id, span_type, name, status, metadata)
+    SELECT p.sid, p.tid, 'other', '(pending)', 'pending', p.meta::jsonb
+    FROM unnest(%(ph_sid)s::uuid[], %(ph_tid)s::uuid[], %(ph_meta)s::text[]) AS p(sid, tid, meta)
+    ORDER BY p.sid
+    ON CONFLICT (span_id) DO NOTHING
+),
+stored AS (
+{_upsert_spans_sql("b")}
+)
+SELECT v.tid FROM v WHERE v.tid NOT IN (SELECT trace_id FROM new_traces)
+"""
+
 
 _MERGE_CHILDREN = """
 UPDATE spans p
@@ -193,15 +278,26 @@ WHERE p.span_id = v.pid
 """
 
 _MODEL_TYPES_SQL = ", ".join(f"'{t}'" for t in sorted(MODEL_CALL_TYPES))
-#: The trace-total rule, shared by the writer and the cost backfill: sums over leaf model calls
-#: (llm/embedding spans without an llm/embedding child), for the trace ids in CTE ``v(tid)``.
-_LEAF_TOTALS = f"""leaf AS (
-    -- leaf model calls: llm/embedding spans without an llm/embedding child (roll-ups never count)
-    SELECT s.trace_id, s.cost, s.tokens FROM spans s
-    WHERE s.trace_id IN (SELECT tid FROM v) AND s.span_type IN ({_MODEL_TYPES_SQL})
+def _no_model_child(source: str) -> str:
+    """``s`` has no llm/embedding child: an index probe in ``spans``; in a batch's CTE (no index,
+    no row estimate) one hashed set of the model calls' parents."""
+    if source == "spans":
+        return f"""NOT EXISTS (SELECT 1 FROM spans c WHERE c.parent_span_id = s.span_id
+                      AND c.span_type IN ({_MODEL_TYPES_SQL}))"""
+    return f"""s.span_id NOT IN (SELECT c.parent_span_id FROM {source} c
+                           WHERE c.parent_span_id IS NOT NULL AND c.span_type IN ({_MODEL_TYPES_SQL}))"""
+
+
+def _leaf_totals(source: str, scope: str) -> str:
+    """CTEs ``leaf``, ``cost`` and ``tok``: the trace-total rule over the span rows of ``source``
+    (``spans``, or a CTE holding a batch's rows), for the traces ``scope`` admits (a condition on
+    ``s.trace_id``). Sums over leaf model calls: llm/embedding spans without an llm/embedding
+    child (roll-ups never count)."""
+    return f"""leaf AS (
+    SELECT s.trace_id, s.cost, s.tokens FROM {source} s
+    WHERE {scope} AND s.span_type IN ({_MODEL_TYPES_SQL})
       AND s.status <> 'pending'
-      AND NOT EXISTS (SELECT 1 FROM spans c WHERE c.parent_span_id = s.span_id
-                      AND c.span_type IN ({_MODEL_TYPES_SQL}))
+      AND {_no_model_child(source)}
 ),
 cost AS (SELECT trace_id, sum(cost) AS total, count(*) AS calls FROM leaf GROUP BY trace_id),
 tok AS (
@@ -213,16 +309,12 @@ tok AS (
     GROUP BY trace_id
 ),
 """
+
+
+#: The trace-total rule, shared by the writer and the cost backfill, for the trace ids in CTE ``v(tid)``.
+_LEAF_TOTALS = _leaf_totals("spans", "s.trace_id IN (SELECT tid FROM v)")
 _RECOMPUTE_TRACES = f"""
-WITH v AS (
-    SELECT * FROM unnest(
-        %(tid)s::uuid[], %(hex)s::text[], %(exec_id)s::text[], %(meta)s::text[],
-        %(wf)s::text[], %(wf_rank)s::int4[], %(wf_src)s::text[],
-        %(usr)s::text[], %(usr_uuid)s::uuid[], %(usr_rank)s::int4[], %(usr_src)s::text[],
-        %(q)s::text[], %(q_rank)s::int4[], %(q_at)s::int8[], %(q_src)s::text[])
-    AS v(tid, hex, exec_id, meta, wf, wf_rank, wf_src, usr, usr_uuid, usr_rank, usr_src,
-         q, q_rank, q_at, q_src)
-),
+WITH {_TRACE_DELTAS},
 {_LEAF_TOTALS}root AS (
     SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
     FROM spans
@@ -292,6 +384,9 @@ LEFT JOIN cost ON cost.trace_id = v.tid
 LEFT JOIN tok ON tok.trace_id = v.tid
 WHERE t.trace_id = v.tid
 """
+
+
+_WRITE_BATCH = _write_batch_sql()
 
 
 #: Span rows that log records add to, locked for the merge (after the trace locks, like the upsert).
@@ -407,18 +502,6 @@ def _trace_params(deltas: list[TraceDelta], limits: Limits, explicit_ids: bool) 
     return p
 
 
-def _json_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return _dumps(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime):
-        return '"' + value.isoformat() + '"'
-    return '"' + str(value) + '"'  # UUID, Decimal
-
-
 @dataclass(slots=True)
 class _ChildFold:
     """What a batch's children tell their parent: ids, HTTP resend count, rate-limit info."""
@@ -444,21 +527,22 @@ def _fold_children(spans: list[EncodedSpan]) -> dict[Any, _ChildFold]:
 
 
 def _span_rows_json(spans: list[EncodedSpan], folds: dict[Any, _ChildFold]) -> str:
-    """The batch as one JSON array; JSON columns are embedded as the text ``encode_span`` made.
-    Children in the same batch are folded into their parent's row here, not by a later UPDATE."""
+    """The batch as one JSON array of the rows ``encode_span`` made, each closed with its
+    ``child_spans``. Children in the same batch are folded into their parent's row here (their ids,
+    HTTP resend count and rate-limit info), not by a later UPDATE: a key repeated at the end of a
+    JSON object wins when PostgreSQL reads it as ``jsonb``."""
     rows = []
     for s in spans:
-        fields = []
         fold = folds.get(s.span_id)
-        for c in SPAN_COLUMNS:
-            value = getattr(s, c)
-            if fold is not None and c == "retry_count":
-                value = max(value, fold.max_retry)
-            elif fold is not None and c == "api_limits" and fold.limits:
-                value = encode_json({**s.api_limits_obj, **fold.limits}, 10_000)[0]
-            fields.append(f'"{c}":{value if c in _JSON_COLUMNS else _json_scalar(value)}')
-        fields.append(f'"child_spans":{_dumps(fold.ids) if fold is not None else "[]"}')
-        rows.append("{" + ",".join(fields) + "}")
+        if fold is None:
+            rows.append(s.row[:-1] + ',"child_spans":[]}')
+            continue
+        extra = f',"child_spans":{_dumps(fold.ids)}'
+        if fold.max_retry > s.retry_count:
+            extra += f',"retry_count":{fold.max_retry}'
+        if fold.limits:
+            extra += f',"api_limits":{encode_json({**s.api_limits_obj, **fold.limits}, 10_000)[0]}'
+        rows.append(s.row[:-1] + extra + "}")
     return "[" + ",".join(rows) + "]"
 
 
@@ -756,15 +840,22 @@ class SpanWriter:
         in_batch = {s.span_id for s in spans}
         children = _children_params({pid: f for pid, f in folds.items() if pid not in in_batch})
         rows = _span_rows_json(sorted(spans, key=lambda s: s.span_id), folds)
+        params = {
+            **trace_p,
+            "rows": rows,
+            "ph_sid": placeholders["sid"],
+            "ph_tid": placeholders["tid"],
+            "ph_meta": placeholders["meta"],
+        }
         with self._transaction_cursor(timeout) as cur:
             cur.execute(_LOCK_TRACES, trace_p)
-            cur.execute(_UPSERT_TRACES, trace_p)
-            if placeholders["sid"]:
-                cur.execute(_INSERT_PLACEHOLDERS, placeholders)
-            cur.execute(_UPSERT_SPANS, {"rows": rows})
+            cur.execute(_WRITE_BATCH, params)
+            existed = {row[0] for row in cur.fetchall()}
             if children["pid"]:
                 cur.execute(_MERGE_CHILDREN, children)
-            cur.execute(_RECOMPUTE_TRACES, trace_p)
+            if existed:  # traces stored before: their totals come from all their stored spans
+                keep = [i for i, tid in enumerate(trace_p["tid"]) if tid in existed]
+                cur.execute(_RECOMPUTE_TRACES, {k: [v[i] for i in keep] for k, v in trace_p.items()})
             self._strip_forbidden_content(cur, trace_p["tid"])
 
 
@@ -787,17 +878,34 @@ def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:
         },
         10_000,
     )
-    return replace(
-        span,
-        name=name or "(unnamed)",
-        inputs="{}",
-        outputs="{}",
-        api_limits="{}",
-        evaluation="{}",
-        metadata=meta,
-        error=None,
-        error_stack=None,
-        model=span.model.encode("ascii", "replace").decode() if span.model else None,
-        provider=span.provider.encode("ascii", "replace").decode() if span.provider else None,
-        error_type=span.error_type.encode("ascii", "replace").decode() if span.error_type else None,
-    )
+    try:
+        columns = span.columns()
+    except ValueError:  # the row itself is not JSON: keep only what the writer holds
+        columns = {"status": "completed", "duration_ms": 0, "tokens": {}, "cost": "0", "retry_count": 0}
+
+    def ascii_or_none(value: Any) -> str | None:
+        return str(value).encode("ascii", "replace").decode() if value else None
+
+    values = {
+        **columns,
+        "span_id": span.span_id,
+        "trace_id": span.trace_id,
+        "parent_span_id": span.parent_span_id,
+        "span_type": ascii_or_none(span.span_type) or "other",
+        "name": name or "(unnamed)",
+        "started_at": span.started_at,
+        "tokens": encode_json(columns.get("tokens") or {}, 10_000)[0],
+        "inputs": "{}",
+        "outputs": "{}",
+        "api_limits": "{}",
+        "evaluation": "{}",
+        "metadata": meta,
+        "error": None,
+        "error_stack": None,
+        "model": ascii_or_none(columns.get("model")),
+        "provider": ascii_or_none(columns.get("provider")),
+        "error_type": ascii_or_none(columns.get("error_type")),
+    }
+    for column in ("completed_at", "status", "duration_ms", "cost", "retry_count", "timeout"):
+        values.setdefault(column, None)
+    return replace(span, name=values["name"], row=row_json(values), api_limits_obj={})
