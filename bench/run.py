@@ -32,7 +32,7 @@ from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
 from otel_pg_exporter.records import JSON_COLUMNS, EncodedSpan
-from otel_pg_exporter.writer import SPAN_COLUMNS
+from otel_pg_exporter.records import ROW_COLUMNS as SPAN_COLUMNS
 
 from .cpu import OtlpSink, PostgresCpu, process_seconds
 from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans, prebuilt_spans_and_logs

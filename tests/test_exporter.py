@@ -101,7 +101,7 @@ def test_transaction_pooler_mode_uses_no_prepared_statements(db_dsn, capture) ->
                 with capture.tracer.start_as_current_span("p"):
                     pass
                 assert exporter.export(capture.take()).name == "SUCCESS"
-            with exporter._pool.connection() as conn:
+            with exporter.delivery.pool.connection() as conn:
                 count = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
         finally:
             exporter.shutdown()

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from faults import TcpProxy, ThrowawayPostgres, wait_for
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from otel_pg_exporter.spool import Spool, iter_records
+from otel_pg_exporter.delivery.spool import Spool, iter_records
 from support import Capture
 
 TESTS = Path(__file__).parent
@@ -278,13 +278,13 @@ def test_spooled_exports_never_wait_on_the_pool(db_dsn, proxy, tmp_path) -> None
         with capture.tracer.start_as_current_span("warm-up"):
             pass
         exporter.export(capture.take())  # finds the database down: retries, then spools
-        requests_before = exporter._pool.get_stats().get("requests_num", 0)
+        requests_before = exporter.delivery.pool.get_stats().get("requests_num", 0)
         assert requests_before > 0  # the first batch did ask the pool
         for batch in _batches(uuid.uuid4().hex, 50, 20):
             assert exporter.export(batch).name == "SUCCESS"
         stats = exporter.stats()
         assert stats["spooled"] == 1 + 50 * 20
-        assert exporter._pool.get_stats().get("requests_num", 0) == requests_before  # never asked again
+        assert exporter.delivery.pool.get_stats().get("requests_num", 0) == requests_before  # never asked again
     finally:
         exporter.shutdown()
 

@@ -12,9 +12,10 @@ from .errors import (
     SchemaDrift,
     SchemaError,
 )
-from .exporter import PostgresSpanExporter, configure
+from .exporter import PostgresSpanExporter
 from .ids import span_uuid, trace_uuid
 from .log_exporter import PostgresLogExporter
+from .providers import configure
 from .schema import InstallResult, MigrationState, install_schema, schema_status
 from .trace_store import TraceStore, TraceStoreError
 

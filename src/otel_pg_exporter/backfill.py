@@ -19,7 +19,7 @@ from .conventions import MODEL_CALL_TYPES
 from .pricing import Pricer, apply_cost
 from .sanitize import column_cost
 from .schema import connect
-from .writer import RECOMPUTE_TOTALS
+from .store.statements import RECOMPUTE_TOTALS
 
 _CHUNK_SQL = """
 SELECT span_id, trace_id, started_at, tokens, cost, model, provider, metadata

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from . import conventions as cv
 from .ids import span_hex, span_uuid, trace_hex, trace_uuid
@@ -391,7 +391,7 @@ def _first_flat(attrs: Attrs, prefixes: Sequence[str], key: str, used: set[str])
 
 
 def content_of(
-    events: Sequence[Event], attrs: Attrs, side: str, flat: Attrs | None = None
+    events: Sequence[Event], attrs: Attrs, side: str, flat: Attrs | None = None, plan: KeyPlan | None = None
 ) -> tuple[dict[str, Any], set[str]]:
     """``inputs`` or ``outputs``: ``{"messages": [...]}`` or ``{"value": ...}``, plus ``source``.
 
@@ -400,10 +400,11 @@ def content_of(
     """
     if flat is None:
         flat = flat_attributes(attrs)
+    plan = plan or key_plan(attrs)
     is_input = side == "input"
-    json_attrs = cv.INPUT_JSON_ATTRS if is_input else cv.OUTPUT_JSON_ATTRS
+    json_attrs = plan.only(cv.INPUT_JSON_ATTRS if is_input else cv.OUTPUT_JSON_ATTRS)
     flat_prefixes = cv.INPUT_FLAT_PREFIXES if is_input else cv.OUTPUT_FLAT_PREFIXES
-    values = cv.INPUT_VALUE_ATTRS if is_input else cv.OUTPUT_VALUE_ATTRS
+    values = plan.only(cv.INPUT_VALUE_ATTRS if is_input else cv.OUTPUT_VALUE_ATTRS)
     used: set[str] = set()
     result: dict[str, Any] = {}
 
@@ -414,13 +415,13 @@ def content_of(
             result["source"] = name
             used.add(name)
             break
-    if not result:
+    if not result and events:
         details = next((e for e in events if e.name == cv.OPERATION_DETAILS_EVENT), None)
         key = "gen_ai.input.messages" if is_input else "gen_ai.output.messages"
         if details is not None and details.attributes and key in details.attributes:
             parsed, _ = parse_json_lenient(details.attributes[key])
             result = {"messages": parsed, "source": f"event:{cv.OPERATION_DETAILS_EVENT}"}
-    if not result:
+    if not result and flat:
         result = _first_flat(flat, flat_prefixes, "messages", used)
     if not result:
         for name, mime_attr in values:
@@ -430,9 +431,9 @@ def content_of(
                 if mime_attr and mime_attr in attrs:
                     used.add(mime_attr)
                 break
-    if not result and not is_input:
+    if not result and not is_input and flat:
         result = _first_flat(flat, cv.OUTPUT_DOCUMENT_PREFIXES, "documents", used)
-    if not result:
+    if not result and events:
         messages, source = _events_content(events, side)
         if messages:
             result = {"messages": messages, "source": source}
@@ -440,13 +441,12 @@ def content_of(
         if cv.SYSTEM_INSTRUCTIONS_ATTR in attrs:
             result["system"], _ = parse_json_lenient(attrs[cv.SYSTEM_INSTRUCTIONS_ATTR])
             used.add(cv.SYSTEM_INSTRUCTIONS_ATTR)
-        for name in cv.TOOL_DEFINITION_ATTRS:
-            if name in attrs:
-                result["tools"], _ = parse_json_lenient(attrs[name])
-                used.add(name)
-                break
+        for name in plan.only(cv.TOOL_DEFINITION_ATTRS):
+            result["tools"], _ = parse_json_lenient(attrs[name])
+            used.add(name)
+            break
         else:
-            tools = _first_flat(flat, cv.TOOL_DEFINITION_PREFIXES, "tools", used)
+            tools = _first_flat(flat, cv.TOOL_DEFINITION_PREFIXES, "tools", used) if flat else {}
             if tools:
                 result["tools"] = tools["tools"]
     return result, used
@@ -565,7 +565,8 @@ def _trace_hints(
         text = value_text(parsed)
         if text:
             query = (0, start_ns, text, "langfuse.trace.input")
-    if query is None and inputs:
+    # only a root's input, or a model call's messages, can name the trace's query
+    if query is None and inputs and (is_root or (span_type in cv.MODEL_CALL_TYPES and "messages" in inputs)):
         source = str(inputs.get("source", ""))
         text = (
             last_user_text(inputs.get("messages"))
@@ -576,7 +577,7 @@ def _trace_hints(
             if is_root:
                 rank = {"input.value": 1, "traceloop.entity.input": 2}.get(source, 3)
                 query = (rank, start_ns, text, f"root {source}")
-            elif span_type in cv.MODEL_CALL_TYPES and "messages" in inputs:
+            else:
                 query = (4, start_ns, text, f"first llm {source}")
 
     execution_id, _ = _first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))
@@ -648,12 +649,27 @@ def _resource_attributes(span: ReadableSpan) -> dict[str, Any]:
     return attributes
 
 
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code: code.name for code in StatusCode}
+
+
+def _attributes_of(span: ReadableSpan) -> Attrs:
+    """The span's attributes as a plain mapping, read-only. The SDK's ``BoundedAttributes`` keeps
+    them in a dict behind a Python-level ``Mapping``; reading that dict directly spares a copy
+    through ``__iter__``/``__getitem__`` per attribute (any other mapping is copied)."""
+    attributes = span.attributes
+    if not attributes:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else dict(attributes)
+
+
 def map_span(span: ReadableSpan) -> SpanRecord:
     """Map one finished span. Raises only on a span without a context (not a real SDK span)."""
     ctx = span.context
     if ctx is None:
         raise ValueError("span has no context")
-    attrs: Attrs = dict(span.attributes or {})
+    attrs = _attributes_of(span)
     plan = key_plan(attrs)
     resource = _resource_attributes(span)
     parent = span.parent
@@ -662,8 +678,8 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     flat = {k: attrs[k] for k in plan.flat} if plan.flat else {}
     span_type = span_type_of(attrs, is_root, plan)
     status, error, error_type, error_stack = status_and_errors(span, attrs, events, plan)
-    inputs, used_in = content_of(events, attrs, "input", flat)
-    outputs, used_out = content_of(events, attrs, "output", flat)
+    inputs, used_in = content_of(events, attrs, "input", flat, plan)
+    outputs, used_out = content_of(events, attrs, "output", flat, plan)
     evaluation, used_eval = evaluation_of(events, attrs, flat, plan)
     tokens, token_notes = tokens_of(attrs, plan)
     cost_value, cost_source, cost_notes = provided_cost_of(attrs, plan)
@@ -679,8 +695,8 @@ def map_span(span: ReadableSpan) -> SpanRecord:
             "trace_id": trace_hex(ctx.trace_id),
             "span_id": span_hex(ctx.span_id),
             "parent_span_id": span_hex(parent.span_id) if parent is not None else None,
-            "kind": span.kind.name if span.kind is not None else None,
-            "status_code": span.status.status_code.name,
+            "kind": _KIND_NAMES.get(span.kind) if span.kind is not None else None,
+            "status_code": _STATUS_NAMES[span.status.status_code],
             "duration_ns": duration_ns,
         },
     }

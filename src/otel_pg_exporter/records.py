@@ -410,7 +410,7 @@ def trace_deltas(spans: Sequence[Hinted]) -> list[TraceDelta]:
         delta.workflow = (wf_rank, clean_text(wf_value, VARCHAR["workflow_id"])[0] or "unknown", wf_source)
         if delta.user is not None:
             delta.user_uuid = _as_uuid(delta.user[1])
-    return [by_trace[k] for k in sorted(by_trace)]
+    return [by_trace[k] for k in sorted(by_trace, key=lambda u: u.int)]
 
 
 def _as_uuid(value: str) -> uuid.UUID | None:

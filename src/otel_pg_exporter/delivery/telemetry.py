@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from ._version import __version__
+from .._version import __version__
 
 COMPONENT_TYPE = "postgres_span_exporter"
 _instance_ids = itertools.count()

@@ -38,10 +38,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .dsn import describe
-from .logs import LogFragment
-from .mapping import TraceHints
-from .records import ROW_COLUMNS, EncodedSpan, row_json
+from ..dsn import describe
+from ..logs import LogFragment
+from ..mapping import TraceHints
+from ..records import ROW_COLUMNS, EncodedSpan, row_json
 
 logger = logging.getLogger("otel_pg_exporter")
 

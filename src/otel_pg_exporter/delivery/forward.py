@@ -25,8 +25,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from . import conventions as cv
-from .user_settings import ForwardTarget
+from .. import conventions as cv
+from ..user_settings import ForwardTarget
 
 logger = logging.getLogger("otel_pg_exporter")
 

@@ -1,0 +1,10 @@
+"""The store: the only code that writes spans and log fragments to PostgreSQL.
+
+``statements`` holds every SQL statement (data), ``batch`` builds their parameters from encoded
+spans (pure), ``connection`` bounds a transaction, ``writer.SpanWriter`` runs the transactions.
+"""
+
+from .connection import ConnectionSource
+from .writer import DATA_ERRORS, ContentPolicy, SpanWriter, WriteReport
+
+__all__ = ["DATA_ERRORS", "ConnectionSource", "ContentPolicy", "SpanWriter", "WriteReport"]

@@ -1,0 +1,347 @@
+"""``SpanWriter``: encoded spans and log fragments → PostgreSQL, one transaction per batch.
+
+The only code that writes spans. Statements live in ``store.statements``, their parameters are built
+by ``store.batch``; this module runs them: a transaction per batch on a pooled connection, bounded
+by a watchdog, rows the database refuses isolated by bisection (stored without payload, else
+dropped and counted), log fragments merged under the same trace locks, content of users who do
+not allow it stripped before commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ..logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
+from ..mapping import ns_to_datetime
+from ..records import EncodedSpan, Limits, row_json
+from ..sanitize import clean_text, encode_json
+from ..schema import local_search_path
+from ..user_settings import resolve_vault_refs, vault_refs
+from . import statements as sql
+from .batch import SpanBatch, dumps, placeholder_row, trace_document
+from .connection import ConnectionSource, watchdog
+
+logger = logging.getLogger("otel_pg_exporter")
+
+#: Errors that mean "this data cannot be stored": isolate the offending span(s), store the rest.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    UnicodeError,
+    ValueError,
+    TypeError,
+)
+#: Which of these users may not have content stored (given a loader that reads their settings).
+ContentPolicy = Callable[[Collection[Any], Callable[[list[Any]], dict[Any, Any]]], set[Any]]
+
+
+@dataclass
+class WriteReport:
+    """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped; log
+    fragments merged into span rows, and fragments dropped."""
+
+    written: int = 0
+    degraded: int = 0
+    dropped: int = 0
+    merged: int = 0
+    merge_dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _FragmentHints:
+    hints: Any
+    started_at: datetime | None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _isolating(
+    items: list[Any], write: Callable[[list[Any]], None], refused: Callable[[Any, str], None]
+) -> int:
+    """Write ``items``; on a data error split the batch in halves until the offending item is
+    alone, and hand it to ``refused``. Returns how many were written as they were. Connection
+    errors propagate (the caller retries)."""
+    try:
+        write(items)
+        return len(items)
+    except DATA_ERRORS as exc:
+        if len(items) > 1:
+            mid = len(items) // 2
+            return _isolating(items[:mid], write, refused) + _isolating(items[mid:], write, refused)
+        error = _one_line(exc)
+    refused(items[0], error)
+    return 0
+
+
+def _fragment_refused(report: WriteReport) -> Callable[[LogFragment, str], None]:
+    def refused(fragment: LogFragment, error: str) -> None:
+        report.merge_dropped += 1
+        report.errors.append(error)
+        logger.error("otel-pg-exporter: dropped log records of span %s: %s", fragment.span_hex, error)
+
+    return refused
+
+
+class SpanWriter:
+    """Writes batches of encoded spans in one transaction each; isolates rows the database refuses.
+
+    ``transaction_timeout_s`` bounds one transaction on the client side: past it the socket is
+    shut down, which surfaces as a connection error (retried or spooled by the caller)."""
+
+    def __init__(
+        self,
+        connection: ConnectionSource,
+        limits: Limits | None = None,
+        transaction_timeout_s: float = 30.0,
+        schema: str | None = None,
+        content_policy: ContentPolicy | None = None,
+    ) -> None:
+        self._connection = connection
+        self._limits = limits or Limits()
+        self._transaction_timeout_s = transaction_timeout_s
+        self._content_policy = content_policy
+        self._vault_warned = False
+        # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
+        # name travels quoted, as a bound parameter
+        self._search_path = local_search_path(schema)
+
+    def _begin(self, cur: psycopg.Cursor[Any]) -> None:
+        if self._search_path is not None:
+            cur.execute(sql.SET_SEARCH_PATH, {"search_path": self._search_path})
+
+    @contextmanager
+    def _transaction_cursor(self, timeout: float | None) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction on a pooled connection, bounded by the watchdog, search_path set."""
+        with (
+            self._connection(timeout) as conn,
+            watchdog(conn, self._transaction_timeout_s),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            self._begin(cur)
+            yield cur
+
+    def load_observability(
+        self, user_ids: list[Any], cur: psycopg.Cursor[Any] | None = None
+    ) -> dict[Any, Any]:
+        """Raw ``observability`` objects of ``user_ids`` (absent users are missing from the result).
+        With ``cur``, inside that transaction (under a savepoint: a failure leaves it usable)."""
+        if cur is not None:
+            with cur.connection.transaction():
+                return self._load_observability(cur, user_ids)
+        # a short wait: a lookup must not hold up the batch when the pool is exhausted or down
+        wait = min(2.0, self._transaction_timeout_s / 4)
+        with (
+            self._connection(wait) as conn,
+            watchdog(conn, wait * 2),
+            conn.transaction(),
+            conn.cursor() as own,
+        ):
+            self._begin(own)
+            return self._load_observability(own, user_ids)
+
+    def _load_observability(self, cur: psycopg.Cursor[Any], user_ids: list[Any]) -> dict[Any, Any]:
+        cur.execute(sql.LOAD_OBSERVABILITY, {"ids": user_ids})
+        raw = dict(cur.fetchall())
+        refs = vault_refs(raw)
+        if not refs:
+            return raw
+        try:
+            with cur.connection.transaction():  # a savepoint: no vault, or no grant, is not fatal
+                cur.execute(sql.VAULT_SECRETS, {"refs": sorted(refs)})
+                secrets: dict[str, str] = {}
+                for secret_id, name, value in cur.fetchall():
+                    if isinstance(value, str):
+                        secrets[secret_id] = value
+                        if name:
+                            secrets[name] = value
+        except psycopg.Error as exc:
+            secrets = {}
+            if not self._vault_warned:
+                self._vault_warned = True
+                logger.warning(
+                    "otel-pg-exporter: vault references in profiles.settings cannot be read (%s); "
+                    "those forwarding targets are skipped",
+                    type(exc).__name__,
+                )
+        return {uid: resolve_vault_refs(value, secrets) for uid, value in raw.items()}
+
+    def _strip_forbidden_content(self, cur: psycopg.Cursor[Any], traces: str) -> None:
+        """Traces of this transaction (the ``traces`` document) whose user does not allow content
+        lose it before commit."""
+        if self._content_policy is None:
+            return
+        cur.execute(sql.TRACE_USERS, {"traces": traces})
+        users = dict(cur.fetchall())
+        if not users:
+            return
+        forbidden = self._content_policy(set(users.values()), lambda ids: self.load_observability(ids, cur))
+        stripped = sorted(t for t, u in users.items() if u in forbidden)
+        if stripped:
+            cur.execute(sql.STRIP_CONTENT, {**sql.STRIP_PARAMS, "tid": stripped})
+            cur.execute(sql.STRIP_QUERY, {"tid": stripped})
+
+    def write(
+        self, items: Sequence[EncodedSpan | LogFragment], *, timeout: float | None = None
+    ) -> WriteReport:
+        """Store spans and merge log fragments. Connection errors propagate (the caller retries);
+        data errors are isolated by splitting the batch until the offending item is found: a span is
+        then stored without its payload, or dropped (and counted) if even that fails; a fragment is
+        dropped and counted."""
+        report = WriteReport()
+        spans = [i for i in items if isinstance(i, EncodedSpan)]
+        fragments = [i for i in items if isinstance(i, LogFragment)]
+        if spans:
+            refused = self._span_refused(report, timeout)  # counts what it stores degraded itself
+            stored = _isolating(spans, lambda b: self._write_batch(b, timeout), refused)
+            report.written += stored
+        if fragments:
+            merge = lambda b: self._merge_transaction(b, timeout)  # noqa: E731
+            merged = _isolating(fragments, merge, _fragment_refused(report))
+            report.merged += merged
+        return report
+
+    def _merge_transaction(self, fragments: list[LogFragment], timeout: float | None) -> None:
+        """Log fragments into span rows: lock the traces, make sure trace and span rows exist
+        (placeholders until the span arrives), merge under the row locks, refresh the traces."""
+        hinted = [_FragmentHints(fragment_hints(f), ns_to_datetime(f.first_ns)) for f in fragments]
+        _, traces = trace_document(hinted, self._limits)
+        placeholders: list[dict[str, Any]] = []
+        by_span: dict[Any, list[LogFragment]] = defaultdict(list)
+        for f in fragments:
+            if f.span_id not in by_span:
+                placeholders.append(placeholder_row(f.trace_id, f.span_id, f.trace_hex, f.span_hex))
+            by_span[f.span_id].append(f)
+        cap = self._limits.max_payload_chars
+        with self._transaction_cursor(timeout) as cur:
+            cur.execute(sql.LOCK_TRACES, {"traces": traces})
+            cur.execute(sql.UPSERT_TRACES, {"traces": traces})
+            cur.execute(sql.INSERT_PLACEHOLDERS, {"placeholders": dumps(placeholders)})
+            cur.execute(sql.SELECT_FOR_MERGE, {"sid": sorted(by_span)})
+            rows = []
+            for span_id, *stored in cur.fetchall():
+                content = stored_from_row(stored)
+                changed = False
+                for fragment in by_span.get(span_id, ()):
+                    content, did = merge_fragment(content, fragment)
+                    changed = changed or did
+                if changed:
+                    rows.append(
+                        "{"
+                        + f'"span_id":"{span_id}",'
+                        + f'"inputs":{encode_json(content.inputs, cap)[0]},'
+                        + f'"outputs":{encode_json(content.outputs, cap)[0]},'
+                        + f'"evaluation":{encode_json(content.evaluation, cap)[0]},'
+                        + f'"error":{dumps(content.error)},'
+                        + f'"error_stack":{dumps(content.error_stack)},'
+                        + f'"logs":{encode_json(content.logs, cap)[0]}'
+                        + "}"
+                    )
+            if rows:
+                cur.execute(sql.UPDATE_MERGED, {"rows": "[" + ",".join(rows) + "]"})
+            cur.execute(sql.RECOMPUTE_TRACES, {"traces": traces})
+            self._strip_forbidden_content(cur, traces)
+
+    def _span_refused(self, report: WriteReport, timeout: float | None) -> Callable[[EncodedSpan, str], None]:
+        """A span the database refused: store it without its payload, else drop it (counted)."""
+
+        def refused(span: EncodedSpan, error: str) -> None:
+            try:
+                self._write_batch([_degraded(span, error)], timeout)
+                report.degraded += 1
+                report.written += 1
+                logger.warning("otel-pg-exporter: span %s stored without payload: %s", span.name[:80], error)
+            except DATA_ERRORS as exc:
+                report.dropped += 1
+                report.errors.append(error)
+                logger.error(
+                    "otel-pg-exporter: dropped span %s: %s / %s", span.name[:80], error, _one_line(exc)
+                )
+
+        return refused
+
+    def _write_batch(self, spans: list[EncodedSpan], timeout: float | None) -> None:
+        try:
+            self._transaction(spans, timeout, explicit_ids=True)
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "traces_execution_id_key":
+                raise
+            # Two traces raced for one explicit execution id: keep the trace hex ids instead.
+            self._transaction(spans, timeout, explicit_ids=False)
+
+    def _transaction(self, spans: list[EncodedSpan], timeout: float | None, explicit_ids: bool) -> None:
+        batch = SpanBatch.of(spans, self._limits, explicit_ids)
+        params = batch.params
+        with self._transaction_cursor(timeout) as cur:
+            cur.execute(sql.LOCK_TRACES, params)
+            cur.execute(sql.WRITE_BATCH, params)
+            existed = {row[0] for row in cur.fetchall()}
+            if batch.children is not None:
+                cur.execute(sql.MERGE_CHILDREN, {"children": batch.children})
+            if existed:  # traces stored before: their totals come from all their stored spans
+                cur.execute(sql.RECOMPUTE_TRACES, {"traces": batch.traces_among(existed)})
+            self._strip_forbidden_content(cur, params["traces"])
+
+
+def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:
+    """The span without its payload columns, for a row the database refused as it was."""
+    name, _ = clean_text(span.name.encode("ascii", "replace").decode(), 255)
+    meta, _ = encode_json(
+        {
+            "otel": {"trace_id": span.hints.trace_hex},
+            "write_error": error,
+            "dropped_columns": [
+                "inputs",
+                "outputs",
+                "metadata",
+                "evaluation",
+                "api_limits",
+                "error",
+                "error_stack",
+            ],
+        },
+        10_000,
+    )
+    try:
+        columns = span.columns()
+    except ValueError:  # the row itself is not JSON: keep only what the writer holds
+        columns = {"status": "completed", "duration_ms": 0, "tokens": {}, "cost": "0", "retry_count": 0}
+
+    def ascii_or_none(value: Any) -> str | None:
+        return str(value).encode("ascii", "replace").decode() if value else None
+
+    values = {
+        **columns,
+        "span_id": span.span_id,
+        "trace_id": span.trace_id,
+        "parent_span_id": span.parent_span_id,
+        "span_type": ascii_or_none(span.span_type) or "other",
+        "name": name or "(unnamed)",
+        "started_at": span.started_at,
+        "tokens": encode_json(columns.get("tokens") or {}, 10_000)[0],
+        "inputs": "{}",
+        "outputs": "{}",
+        "api_limits": "{}",
+        "evaluation": "{}",
+        "metadata": meta,
+        "error": None,
+        "error_stack": None,
+        "model": ascii_or_none(columns.get("model")),
+        "provider": ascii_or_none(columns.get("provider")),
+        "error_type": ascii_or_none(columns.get("error_type")),
+    }
+    for column in ("completed_at", "status", "duration_ms", "cost", "retry_count", "timeout"):
+        values.setdefault(column, None)
+    return replace(span, name=values["name"], row=row_json(values), api_limits_obj={})
