@@ -9,6 +9,7 @@ from functools import lru_cache
 SPAN_NAMESPACE = uuid.UUID("0c3a2f5e-8d4b-5e2a-9b6f-6f74656c7067")
 
 
+@lru_cache(maxsize=4096)  # the spans of a trace share one UUID object
 def trace_uuid(trace_id: int) -> uuid.UUID:
     """``traces.trace_id``: the 128-bit OTel trace id, bit for bit, as a UUID."""
     return uuid.UUID(int=trace_id)

@@ -49,6 +49,9 @@ class Limits:
     capture_content: bool = True
 
 
+#: The ``api_limits_obj`` of most spans: one shared empty dict (read only).
+_NO_LIMITS: dict[str, Any] = {}
+
 OMITTED = {"_omitted": "content capture is off"}
 
 
@@ -186,7 +189,7 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
         row=row,
         hints=record.hints,
         parent_hex=(metadata.get("otel") or {}).get("parent_span_id"),
-        api_limits_obj=record.api_limits,
+        api_limits_obj=record.api_limits or _NO_LIMITS,
         sanitized=sanitized,
     )
 

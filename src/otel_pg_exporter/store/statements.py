@@ -136,7 +136,7 @@ _LOGGED_INTO_PLACEHOLDER = {
 }
 
 
-def upsert_spans_sql(source: str | None = None) -> str:
+def upsert_spans_sql(source: str | None = None, where: str = "true") -> str:
     """The spans upsert, from the batch document (``%(rows)s``), or from a relation ``source``
     with the same columns."""
     record = ", ".join(f"{c} {SPAN_TYPES[c]}" for c in INSERT_COLUMNS)
@@ -161,6 +161,7 @@ def upsert_spans_sql(source: str | None = None) -> str:
         f"INSERT INTO spans ({columns})\n"
         f"SELECT {', '.join('v.' + c for c in INSERT_COLUMNS)}\n"
         f"FROM {origin}\n"
+        f"WHERE {where}\n"
         "ORDER BY v.span_id\n"
         f"ON CONFLICT (span_id) DO UPDATE SET {', '.join(sets)}\n"
         # a real row is final: a re-export changes nothing; only placeholders get filled in
@@ -267,8 +268,15 @@ new_traces AS (
 placeholders AS (
 {_PLACEHOLDERS_INSERT}
 ),
+-- spans of new traces cannot exist yet: a plain insert (no speculative insertion)
+fresh AS (
+    INSERT INTO spans ({", ".join(INSERT_COLUMNS)})
+    SELECT {", ".join("b." + c for c in INSERT_COLUMNS)} FROM b
+    WHERE b.trace_id IN (SELECT trace_id FROM new_traces)
+    ORDER BY b.span_id
+),
 stored AS (
-{upsert_spans_sql("b")}
+{upsert_spans_sql("b", "v.trace_id NOT IN (SELECT trace_id FROM new_traces)")}
 )
 SELECT v.tid FROM v WHERE v.tid NOT IN (SELECT trace_id FROM new_traces)
 """
