@@ -215,25 +215,28 @@ class PostgresSpanExporter(SpanExporter):
     ) -> tuple[list[EncodedSpan], dict[uuid.UUID, uuid.UUID], dict[uuid.UUID, UserObservability]]:
         """``encode``, plus each trace's user and the users' settings (for forwarding).
 
-        One pass per span: mapped, priced, redacted and encoded at once, so nothing built for a span
-        outlives it but its row. With per-user settings, the records wait for the batch's users
-        (their settings decide whether content is kept), then are encoded."""
-        if self._user_settings is None:
-            encoded: list[EncodedSpan] = []
-            for span in spans:
-                record, error = self._mapped(span)
-                self._encode_one(span, record, error, self._limits, encoded)
-            self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
-            return encoded, {}, {}
-        mapped = [(span, *self._mapped(span)) for span in spans]
-        users = self.trace_users([r for _, r, _ in mapped if r is not None])
-        settings = self.user_observability(set(users.values()))
-        glob = self._limits.capture_content
-        allowed = {tid: content_allowed(glob, settings.get(uid)) for tid, uid in users.items()}
-        encoded = []
-        for span, record, error in mapped:
-            limits = self._limits_for(allowed.get(record.trace_id)) if record is not None else self._limits
-            self._encode_one(span, record, error, limits, encoded)
+        One pass per span: mapped, priced, redacted and encoded at once with the global content
+        setting, so nothing built for a span outlives it but its row. With per-user settings, the
+        spans of a trace whose user decides otherwise are then mapped and encoded again (rare)."""
+        encoded: list[EncodedSpan] = []
+        origin: list[ReadableSpan] = []  # the span each row came from (a span yields 0 or 1 rows)
+        for span in spans:
+            record, error = self._mapped(span)
+            if self._encode_one(span, record, error, self._limits, encoded):
+                origin.append(span)
+        users: dict[uuid.UUID, uuid.UUID] = {}
+        settings: dict[uuid.UUID, UserObservability] = {}
+        if self._user_settings is not None:
+            users = self.trace_users(encoded)
+            settings = self.user_observability(set(users.values()))
+            glob = self._limits.capture_content
+            flipped = {tid for tid, uid in users.items() if content_allowed(glob, settings.get(uid)) != glob}
+            for i, row in enumerate(encoded):
+                if row.trace_id in flipped:
+                    again: list[EncodedSpan] = []
+                    record, error = self._mapped(origin[i])
+                    if self._encode_one(origin[i], record, error, self._limits_flipped, again):
+                        encoded[i] = again[0]
         self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
         return encoded, users, settings
 
@@ -253,13 +256,13 @@ class PostgresSpanExporter(SpanExporter):
         error: Exception | None,
         limits: Limits,
         out: list[EncodedSpan],
-    ) -> None:
+    ) -> bool:
         """Encode one mapped span into ``out``; a span that broke the mapping or the encoding gets a
-        minimal row instead (or is counted as dropped when it has no context at all)."""
+        minimal row instead (or is counted as dropped when it has no context at all: False)."""
         if record is not None:
             try:
                 out.append(encode_span(record, limits))
-                return
+                return True
             except Exception as exc:
                 error = exc
         assert error is not None
@@ -274,12 +277,13 @@ class PostgresSpanExporter(SpanExporter):
         )
         if fallback is not None:
             out.append(encode_span(fallback, self._limits))
-        else:
-            self._telemetry.add("dropped", 1, reason="invalid_span")
+            return True
+        self._telemetry.add("dropped", 1, reason="invalid_span")
+        return False
 
     # -- per-user settings -------------------------------------------------------------------------
 
-    def trace_users(self, records: Sequence[SpanRecord]) -> dict[uuid.UUID, uuid.UUID]:
+    def trace_users(self, records: Sequence[SpanRecord | EncodedSpan]) -> dict[uuid.UUID, uuid.UUID]:
         """The user (a UUID) of each trace in ``records``: the best-ranked user attribute of the
         batch, else what an earlier batch of the same trace said (remembered, bounded)."""
         found: dict[uuid.UUID, tuple[int, uuid.UUID]] = {}
@@ -309,11 +313,6 @@ class PostgresSpanExporter(SpanExporter):
         if self.delivery.database_down:  # cached values only: the writer's transaction checks again later
             return self._user_settings.get_many(user_ids, loader=_no_loading)
         return self._user_settings.get_many(user_ids)
-
-    def _limits_for(self, allowed: bool | None) -> Limits:
-        if allowed is None or allowed == self._limits.capture_content:
-            return self._limits
-        return self._limits_flipped
 
     def _forward(
         self,

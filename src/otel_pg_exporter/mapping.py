@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -658,14 +659,26 @@ _STATUS_NAMES = {code: code.name for code in StatusCode}
 
 
 def _attributes_of(span: ReadableSpan) -> Attrs:
-    """The span's attributes as a plain mapping, read-only. The SDK's ``BoundedAttributes`` keeps
-    them in a dict behind a Python-level ``Mapping``; reading that dict directly spares a copy
-    through ``__iter__``/``__getitem__`` per attribute (any other mapping is copied)."""
+    """The span's attributes as a plain mapping, read-only. ``ReadableSpan.attributes`` wraps the
+    SDK's ``BoundedAttributes`` (a Python-level ``Mapping`` around a dict) in a ``MappingProxyType``:
+    every lookup goes through two Python layers. The dict inside is read directly when it is there
+    (the same data; any other span type goes through the public property and is copied once)."""
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if isinstance(inner, dict):
+        return inner
     attributes = span.attributes
-    if not attributes:
-        return {}
-    inner = getattr(attributes, "_dict", None)
-    return inner if isinstance(inner, dict) else dict(attributes)
+    return dict(attributes) if attributes else {}
+
+
+def _sequence_of(span: ReadableSpan, private: str, public: str) -> Sequence[Any]:
+    """``span.events`` / ``span.links`` without the tuple copy the SDK's properties make on every
+    access (the SDK's own list when it is there, read only)."""
+    items = getattr(span, private, None)
+    inner = getattr(items, "_dq", None)  # the SDK's BoundedList keeps its items in a deque
+    if isinstance(inner, deque):
+        return inner  # type: ignore[return-value]
+    return items if isinstance(items, (list, tuple)) else getattr(span, public)
 
 
 def map_span(span: ReadableSpan) -> SpanRecord:
@@ -678,7 +691,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     resource = _resource_attributes(span)
     parent = span.parent
     is_root = parent is None
-    events = span.events
+    events = _sequence_of(span, "_events", "events")
     flat = {k: attrs[k] for k in plan.flat} if plan.flat else {}
     span_type = span_type_of(attrs, is_root, plan)
     status, error, error_type, error_stack = status_and_errors(span, attrs, events, plan)
@@ -722,7 +735,8 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     event_list = _events_metadata(events)
     if event_list:
         metadata["events"] = event_list
-    if span.links:
+    links = _sequence_of(span, "_links", "links")
+    if links:
         metadata["links"] = [
             {
                 "trace_id": trace_hex(link.context.trace_id),
@@ -730,7 +744,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
                 "span_uuid": str(span_uuid(link.context.trace_id, link.context.span_id)),
                 "attributes": {k: jsonable(v) for k, v in (link.attributes or {}).items()},
             }
-            for link in span.links
+            for link in links
         ]
     if provider_source:
         metadata["provider_source"] = provider_source
