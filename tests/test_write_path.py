@@ -199,3 +199,25 @@ def test_a_spool_written_in_format_1_still_replays(db_dsn: str, tmp_path: Any) -
         exporter.shutdown()
     (row,) = _rows(db_dsn, [trace_id])
     assert row["status"] == "completed" and row["total_tokens"]["input"] == 11
+
+
+def test_spans_sharing_a_key_set_keep_their_own_values(db_dsn: str) -> None:
+    """The attribute-to-column plan is cached per key set; values are never part of it."""
+    from otel_pg_exporter.mapping import map_span
+
+    capture = Capture()
+    for model, tokens, user in (("gpt-4o-mini", 11, "u-a"), ("gpt-4o", 22, "u-b")):
+        with capture.tracer.start_as_current_span(
+            "chat", attributes={**chat_attributes(tokens, 1, **{"gen_ai.request.model": model}), "user.id": user}
+        ):
+            pass
+    # same keys in another order: another plan, the same reading
+    with capture.tracer.start_as_current_span(
+        "chat", attributes={"user.id": "u-c", **dict(reversed(list(chat_attributes(33, 1).items())))}
+    ):
+        pass
+    first, second, third = (map_span(s) for s in capture.take())
+    assert (first.model, first.tokens["input"], first.hints.user[1]) == ("gpt-4o-mini", 11, "u-a")
+    assert (second.model, second.tokens["input"], second.hints.user[1]) == ("gpt-4o", 22, "u-b")
+    assert (third.model, third.tokens["input"], third.hints.user[1]) == ("gpt-4o-mini", 33, "u-c")
+    assert first.provider == second.provider == third.provider == "openai"

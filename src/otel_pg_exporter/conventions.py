@@ -543,3 +543,9 @@ ENVIRONMENT_ATTRS: tuple[str, ...] = (
     "deployment.environment",
 )
 RELEASE_ATTRS: tuple[str, ...] = ("langfuse.release", "langfuse.version", "service.version")
+#: traces.metadata keys a span (or, failing that, its resource) names: (key, precedence list).
+TRACE_METADATA_ATTRS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("session_id", SESSION_ATTRS),
+    ("environment", ENVIRONMENT_ATTRS),
+    ("release", RELEASE_ATTRS),
+)

@@ -145,6 +145,7 @@ class KeyPlan:
         "keys",
         "rate_limit_keys",
         "tokens",
+        "trace_metadata",
     )
 
     def __init__(self, keys: Sequence[str]) -> None:
@@ -155,6 +156,9 @@ class KeyPlan:
         self.eval_scalar_keys = tuple(k for k in keys if k.startswith(cv.EVALUATION_SCALAR_PREFIXES))
         self.tokens = tuple(
             (key, present) for key, names in cv.TOKEN_ATTRS.items() if (present := self.only(names))
+        )
+        self.trace_metadata = tuple(
+            (key, present) for key, names in cv.TRACE_METADATA_ATTRS if (present := self.only(names))
         )
         self.genai_hint = next((kind for key, kind in cv.GENAI_TYPE_HINTS if _has_key(self.keys, key)), None)
         self.infra_hint = next((kind for key, kind in cv.INFRA_TYPE_HINTS if _has_key(self.keys, key)), None)
@@ -582,13 +586,10 @@ def _trace_hints(
                 query = (4, start_ns, text, f"first llm {source}")
 
     execution_id, _ = _first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))
-    meta: dict[str, Any] = dict(_resource_hints(resource))
-    for key, names in (
-        ("session_id", cv.SESSION_ATTRS),
-        ("environment", cv.ENVIRONMENT_ATTRS),
-        ("release", cv.RELEASE_ATTRS),
-    ):
-        value = _first_str(attrs, plan.only(names))[0]
+    from_resource = _resource_hints(resource)
+    meta: dict[str, Any] = dict(from_resource) if from_resource else {}
+    for key, names in plan.trace_metadata:
+        value = _first_str(attrs, names)[0]
         if value is not None:
             meta[key] = value
     for name in plan.only(cv.TAG_ATTRS):
@@ -625,11 +626,7 @@ def _resource_hints(resource: Attrs) -> dict[str, Any]:
     if hit is not None and hit[0] is resource:
         return hit[1]
     hints: dict[str, Any] = {}
-    for key, names in (
-        ("session_id", cv.SESSION_ATTRS),
-        ("environment", cv.ENVIRONMENT_ATTRS),
-        ("release", cv.RELEASE_ATTRS),
-    ):
+    for key, names in cv.TRACE_METADATA_ATTRS:
         value = _first_str(resource, names)[0]
         if value is not None:
             hints[key] = value
