@@ -221,3 +221,51 @@ def test_spans_sharing_a_key_set_keep_their_own_values(db_dsn: str) -> None:
     assert (second.model, second.tokens["input"], second.hints.user[1]) == ("gpt-4o", 22, "u-b")
     assert (third.model, third.tokens["input"], third.hints.user[1]) == ("gpt-4o-mini", 33, "u-c")
     assert first.provider == second.provider == third.provider == "openai"
+
+
+def test_what_a_column_or_the_trace_holds_is_not_repeated_per_span(db_dsn: str) -> None:
+    """Smaller rows (fewer GIN entries): attributes read into model/provider/tokens/cost columns stay
+    out of ``metadata.attributes``; a span keeps only its service's name, namespace and version, and
+    the whole resource is stored once per trace and service in ``traces.metadata.resources``."""
+    web = Capture("web-svc", **{"host.name": "web-1", "deployment.environment": "prod"})
+    worker = Capture("worker-svc", **{"host.name": "worker-7"})
+    with web.tracer.start_as_current_span("request") as root:
+        trace_id = root.get_span_context().trace_id
+        with web.tracer.start_as_current_span(
+            "chat",
+            attributes=chat_attributes(
+                12, 4, **{"gen_ai.response.model": "gpt-4o-mini-2024-07-18", "server.address": "api.openai.com"}
+            ),
+        ):
+            pass
+        with worker.tracer.start_as_current_span("job", attributes={"gen_ai.usage.cost": 0.5}):
+            pass  # a span of another service in the same trace (the context is the web span's)
+    _export(db_dsn, [web.take()[:1]])  # chat alone first: the trace exists before the rest arrive
+    _export(db_dsn, [worker.take() + web.take()])
+    with psycopg.connect(db_dsn, row_factory=dict_row) as conn:
+        rows = {
+            r["name"]: r
+            for r in conn.execute(
+                "SELECT name, model, provider, tokens, metadata FROM spans WHERE trace_id = %s",
+                (trace_uuid(trace_id),),
+            ).fetchall()
+        }
+        trace_meta = conn.execute(
+            "SELECT metadata FROM traces WHERE trace_id = %s", (trace_uuid(trace_id),)
+        ).fetchone()["metadata"]
+    chat = rows["chat"]
+    assert chat["model"] == "gpt-4o-mini-2024-07-18" and chat["provider"] == "openai"
+    assert chat["tokens"]["input"] == 12
+    attributes = chat["metadata"]["attributes"]
+    assert attributes == {"gen_ai.operation.name": "chat", "server.address": "api.openai.com"}
+    assert chat["metadata"]["provider_source"] == "gen_ai.provider.name"
+    assert chat["metadata"]["request_model"] == "gpt-4o-mini"
+    assert chat["metadata"]["resource"] == {"service.name": "web-svc"}
+    assert rows["job"]["metadata"]["resource"] == {"service.name": "worker-svc"}
+    assert "gen_ai.usage.cost" not in rows["job"]["metadata"].get("attributes", {})
+    assert rows["job"]["metadata"]["cost"]["source"] == "gen_ai.usage.cost"
+    resources = trace_meta["resources"]
+    assert resources["web-svc"]["host.name"] == "web-1"
+    assert resources["web-svc"]["deployment.environment"] == "prod"
+    assert resources["worker-svc"]["host.name"] == "worker-7"  # added by the second batch
+    assert trace_meta["environment"] == "prod"

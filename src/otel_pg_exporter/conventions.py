@@ -543,6 +543,9 @@ ENVIRONMENT_ATTRS: tuple[str, ...] = (
     "deployment.environment",
 )
 RELEASE_ATTRS: tuple[str, ...] = ("langfuse.release", "langfuse.version", "service.version")
+#: Resource attributes every span row keeps in ``metadata.resource`` (which service wrote it); the
+#: whole resource is kept once per trace and service, in ``traces.metadata.resources``.
+SPAN_RESOURCE_KEYS: tuple[str, ...] = ("service.name", "service.namespace", "service.version")
 #: traces.metadata keys a span (or, failing that, its resource) names: (key, precedence list).
 TRACE_METADATA_ATTRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("session_id", SESSION_ATTRS),

@@ -290,14 +290,19 @@ def model_of(attrs: Attrs, plan: KeyPlan | None = None) -> tuple[str | None, str
     return None, None
 
 
-def tokens_of(attrs: Attrs, plan: KeyPlan | None = None) -> tuple[dict[str, int], dict[str, Any]]:
-    """Normalized token counts (reference §2.7) and notes on how they were read."""
+def tokens_of(
+    attrs: Attrs, plan: KeyPlan | None = None, sources: set[str] | None = None
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Normalized token counts (reference §2.7) and notes on how they were read. ``sources``, when
+    given, receives the attributes whose values became counts."""
     tokens: dict[str, int] = {}
     notes: dict[str, Any] = {}
     for key, names in (plan or key_plan(attrs)).tokens:
-        number, _ = _first_number(attrs, names)
+        number, name = _first_number(attrs, names)
         if number is not None and math.isfinite(number) and number >= 0:
             tokens[key] = int(number)
+            if sources is not None and name is not None:
+                sources.add(name)
     if cv.LANGFUSE_USAGE_ATTR in attrs:
         usage, ok = parse_json_lenient(attrs[cv.LANGFUSE_USAGE_ATTR])
     else:
@@ -621,11 +626,15 @@ _RESOURCE_HINTS: dict[int, tuple[Attrs, dict[str, Any]]] = {}
 
 
 def _resource_hints(resource: Attrs) -> dict[str, Any]:
-    """Session, environment and release named by the resource (a span's own attributes win)."""
+    """What the resource tells the trace: session, environment and release (a span's own
+    attributes win), and the whole resource, under ``resources`` by service name (a span row keeps
+    only the ``SPAN_RESOURCE_KEYS``)."""
     hit = _RESOURCE_HINTS.get(id(resource))
     if hit is not None and hit[0] is resource:
         return hit[1]
     hints: dict[str, Any] = {}
+    if resource:
+        hints["resources"] = {str(resource.get("service.name") or "unknown_service"): resource}
     for key, names in cv.TRACE_METADATA_ATTRS:
         value = _first_str(resource, names)[0]
         if value is not None:
@@ -634,6 +643,21 @@ def _resource_hints(resource: Attrs) -> dict[str, Any]:
         _RESOURCE_HINTS.clear()
     _RESOURCE_HINTS[id(resource)] = (resource, hints)
     return hints
+
+
+_SPAN_RESOURCE: dict[int, tuple[Attrs, dict[str, Any]]] = {}
+
+
+def _span_resource(resource: Attrs) -> dict[str, Any]:
+    """The part of the resource every span row keeps (``conventions.SPAN_RESOURCE_KEYS``)."""
+    hit = _SPAN_RESOURCE.get(id(resource))
+    if hit is not None and hit[0] is resource:
+        return hit[1]
+    part = {k: resource[k] for k in cv.SPAN_RESOURCE_KEYS if k in resource}
+    if len(_SPAN_RESOURCE) > 64:
+        _SPAN_RESOURCE.clear()
+    _SPAN_RESOURCE[id(resource)] = (resource, part)
+    return part
 
 
 def _resource_attributes(span: ReadableSpan) -> dict[str, Any]:
@@ -695,9 +719,10 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     inputs, used_in = content_of(events, attrs, "input", flat, plan)
     outputs, used_out = content_of(events, attrs, "output", flat, plan)
     evaluation, used_eval = evaluation_of(events, attrs, flat, plan)
-    tokens, token_notes = tokens_of(attrs, plan)
+    in_columns: set[str] = set()  # attributes a column holds as they were: not repeated in metadata
+    tokens, token_notes = tokens_of(attrs, plan, in_columns)
     cost_value, cost_source, cost_notes = provided_cost_of(attrs, plan)
-    model, _ = model_of(attrs, plan)
+    model, model_source = model_of(attrs, plan)
     provider, provider_source = provider_of(attrs, span_type, plan)
     retry, _ = _first_number(attrs, plan.only(cv.RETRY_COUNT_ATTRS))
 
@@ -721,14 +746,20 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     scope = span.instrumentation_scope
     if scope is not None:
         metadata["otel"]["scope"] = {"name": scope.name, "version": scope.version}
-    consumed = used_in | used_out | used_eval
+    request_model, request_model_source = _first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
+    for source in (model_source, request_model_source, cost_source):
+        if source is not None and source in attrs:
+            in_columns.add(source)
+    if provider_source is not None and attrs.get(provider_source) == provider:
+        in_columns.add(provider_source)
+    consumed = used_in | used_out | used_eval | in_columns
     remaining = {
         k: (jsonable(v) if type(v) is tuple else v) for k, v in attrs.items() if k not in consumed
     }
     if remaining:
         metadata["attributes"] = remaining
     if resource:
-        metadata["resource"] = resource
+        metadata["resource"] = _span_resource(resource)
     event_list = _events_metadata(events)
     if event_list:
         metadata["events"] = event_list
@@ -745,7 +776,6 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         ]
     if provider_source:
         metadata["provider_source"] = provider_source
-    request_model, _ = _first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
     if request_model and request_model != model:
         metadata["request_model"] = request_model
     if token_notes:

@@ -406,7 +406,11 @@ def trace_deltas(spans: Sequence[Hinted]) -> list[TraceDelta]:
             if h.execution_id:
                 delta.metadata["requested_execution_id"] = h.execution_id[:255]
         for key, value in h.metadata.items():
-            if key != "user":
+            if key == "resources":  # one per service: the first one seen of each
+                merged = delta.metadata.setdefault("resources", {})
+                for service, resource in value.items():
+                    merged.setdefault(service, resource)
+            elif key != "user":
                 delta.metadata.setdefault(key, value)
     for delta in by_trace.values():
         wf_rank, wf_value, wf_source = delta.workflow

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..privacy import scrub_json_text
 from ..records import EncodedSpan, Hinted, Limits, TraceDelta, trace_deltas
 from ..sanitize import clean_text, encode_json
 
@@ -43,7 +44,7 @@ def trace_rows(deltas: Iterable[TraceDelta], limits: Limits, explicit_ids: bool)
                 "tid": d.trace_id,
                 "hex": d.trace_hex,
                 "exec_id": d.execution_id if explicit_ids else None,
-                "meta": orjson.Fragment(encode_json(d.metadata, cap)[0]),
+                "meta": orjson.Fragment(_trace_metadata(d, cap, scrub)),
                 "started_at": d.started_at,
                 "wf": d.workflow[1],
                 "wf_rank": d.workflow[0],
@@ -59,6 +60,12 @@ def trace_rows(deltas: Iterable[TraceDelta], limits: Limits, explicit_ids: bool)
             }
         )
     return rows
+
+
+def _trace_metadata(delta: TraceDelta, cap: int, scrub: Any) -> str:
+    """A delta's ``traces.metadata`` part as JSON text, scrubbed (it holds resource attributes)."""
+    text = encode_json(delta.metadata, cap)[0]
+    return scrub_json_text(scrub, text) if scrub is not None else text
 
 
 def dumps(value: Any) -> str:

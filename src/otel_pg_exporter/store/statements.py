@@ -333,6 +333,10 @@ UPDATE traces t SET
                              AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
                         THEN v.exec_id ELSE t.execution_id END,
     metadata = (v.meta::jsonb || t.metadata)
+        -- one resource per service: those already stored stay, new services are added
+        || CASE WHEN v.meta ? 'resources' THEN jsonb_build_object('resources',
+               (v.meta -> 'resources') || coalesce(t.metadata -> 'resources', '{{}}'::jsonb))
+           ELSE '{{}}'::jsonb END
         || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
         || CASE WHEN cur.usr_wins THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
         || jsonb_build_object('sources', coalesce(t.metadata -> 'sources', '{{}}'::jsonb)
