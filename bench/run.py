@@ -1041,7 +1041,7 @@ def report(r: dict[str, Any]) -> None:
                 "",
             ),
         ]
-    width = max(len(a) for a, _, _ in rows)
+    width = max((len(a) for a, _, _ in rows), default=0)
     print()
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:<32} {c}")

@@ -523,8 +523,13 @@ def evaluation_of(
     return ({"results": results} if results else {}), used
 
 
+#: Events read into columns (content, evaluations) and so not repeated in ``metadata.events``.
+_EVENTS_IN_COLUMNS = frozenset({cv.EVALUATION_EVENT, *cv.CONTENT_EVENTS}) - {"exception"}
+
+
 def _events_metadata(events: Sequence[Event]) -> list[dict[str, Any]]:
-    consumed = {"exception", cv.EVALUATION_EVENT, *cv.CONTENT_EVENTS}
+    if not events:
+        return []
     return [
         {
             "name": e.name,
@@ -532,7 +537,7 @@ def _events_metadata(events: Sequence[Event]) -> list[dict[str, Any]]:
             "attributes": {k: jsonable(v) for k, v in (e.attributes or {}).items()},
         }
         for e in events
-        if e.name not in consumed or e.name == "exception"
+        if e.name not in _EVENTS_IN_COLUMNS
     ]
 
 
