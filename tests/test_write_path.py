@@ -17,23 +17,11 @@ from opentelemetry.trace import Status, StatusCode
 from psycopg.rows import dict_row
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.delivery.spool import HEADER, MAGIC, SUFFIX, destination_key
+from otel_pg_exporter.columns import SEED_COLUMNS
+from otel_pg_exporter.delivery.spool import HEADER, MAGIC, SUFFIX, _span_to_json, destination_key
 from support import Capture, chat_attributes, messages
 
-TRACE_COLUMNS = (
-    "workflow_id",
-    "execution_id",
-    "user_id",
-    "query",
-    "started_at",
-    "completed_at",
-    "total_duration_ms",
-    "status",
-    "error",
-    "total_cost",
-    "total_tokens",
-    "metadata",
-)
+TRACE_COLUMNS = tuple(c for c in SEED_COLUMNS["traces"] if c != "trace_id")
 
 
 def _make_traces(capture: Capture, run: str) -> list[int]:
@@ -153,20 +141,9 @@ def _format_1_record(exporter: PostgresSpanExporter, spans: list[Any]) -> bytes:
     items = []
     for encoded in exporter.encode(spans):
         columns = encoded.columns()
-        h = encoded.hints
         item = {
             **{c: (json.dumps(v) if isinstance(v, (dict, list)) else v) for c, v in columns.items()},
-            "hints": {
-                "trace_id": str(h.trace_id),
-                "trace_hex": h.trace_hex,
-                "is_root": h.is_root,
-                "start_ns": h.start_ns,
-                "workflow": h.workflow,
-                "user": h.user,
-                "query": h.query,
-                "execution_id": h.execution_id,
-                "metadata": h.metadata,
-            },
+            "hints": _span_to_json(encoded)["hints"],  # unchanged between the formats
             "parent_hex": encoded.parent_hex,
             "api_limits_obj": encoded.api_limits_obj,
             "sanitized": encoded.sanitized,

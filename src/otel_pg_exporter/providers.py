@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from .exporter import PostgresSpanExporter
+from .live import LiveSpanProcessor
 from .log_exporter import PostgresLogExporter
 
 #: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
@@ -43,7 +44,9 @@ def configure(
     The processor gets the recommended queue settings (``RECOMMENDED_BSP``) unless ``batch`` or the
     SDK's ``OTEL_BSP_*`` variables say otherwise. With ``logs`` (the default), a
     ``PostgresLogExporter`` sharing the exporter goes on the global ``LoggerProvider`` (created the
-    same way), so content that instrumentations emit as log records reaches the span rows too."""
+    same way), so content that instrumentations emit as log records reaches the span rows too.
+    With ``live=True`` (or ``OTEL_EXPORTER_POSTGRES_LIVE=true``) a ``LiveSpanProcessor`` writes a
+    ``running`` row for every span still open after ``live_delay_s`` (2 s)."""
     exporter = PostgresSpanExporter(dsn, **options)
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -61,6 +64,8 @@ def configure(
     if "max_export_batch_size" in chosen and chosen["max_export_batch_size"] > queue:
         chosen["max_export_batch_size"] = queue
     provider.add_span_processor(BatchSpanProcessor(exporter, **chosen))
+    if exporter.settings.live:
+        provider.add_span_processor(LiveSpanProcessor(exporter))
     if logs:
         _configure_logs(exporter, provider.resource)
     return provider

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from .columns import SEED_COLUMNS
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
 from .privacy import scrub_json_text
@@ -75,31 +76,7 @@ def _without_content(record: SpanRecord) -> None:
 
 #: The ``spans`` columns a row carries, in the seed's order (``child_spans`` is added by the writer,
 #: which folds a batch's children into their parent).
-ROW_COLUMNS: tuple[str, ...] = (
-    "span_id",
-    "trace_id",
-    "parent_span_id",
-    "span_type",
-    "name",
-    "status",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "inputs",
-    "outputs",
-    "tokens",
-    "cost",
-    "model",
-    "provider",
-    "error",
-    "error_type",
-    "error_stack",
-    "api_limits",
-    "retry_count",
-    "timeout",
-    "evaluation",
-    "metadata",
-)
+ROW_COLUMNS: tuple[str, ...] = tuple(c for c in SEED_COLUMNS["spans"] if c != "child_spans")
 #: JSONB columns (embedded in the row as JSON values, not as strings).
 JSON_COLUMNS = frozenset({"inputs", "outputs", "tokens", "api_limits", "evaluation", "metadata"})
 
@@ -154,7 +131,11 @@ _TEXT_WIDTHS = (
     ("provider", VARCHAR["provider"]),
     ("error_type", VARCHAR["error_type"]),
 )
-_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _dumps_row(values: dict[str, Any]) -> str:
+    """Part of a row as JSON text: UUIDs and datetimes as orjson writes them, other types as text."""
+    return orjson.dumps(values, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
@@ -210,7 +191,7 @@ def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:
     if not record.span_type:
         return None
     try:
-        plain = orjson.dumps(
+        plain = _dumps_row(
             {
                 "span_id": record.span_id,
                 "trace_id": record.trace_id,
@@ -227,11 +208,9 @@ def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:
                 "error_type": record.error_type,
                 "retry_count": record.retry_count,
                 "timeout": record.timeout,
-            },
-            default=str,
-            option=_DUMPS_OPTIONS,
-        ).decode()
-        content = orjson.dumps(
+            }
+        )
+        content = _dumps_row(
             {
                 "name": record.name or "(unnamed)",
                 "inputs": record.inputs,
@@ -241,10 +220,8 @@ def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:
                 "api_limits": record.api_limits,
                 "evaluation": record.evaluation,
                 "metadata": record.metadata,
-            },
-            default=str,
-            option=_DUMPS_OPTIONS,
-        ).decode()
+            }
+        )
     except TypeError:  # lone surrogates, integers beyond 64 bits
         return None
     if len(content) > cap or "u0000" in content or "u0000" in plain:

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from .columns import SEED_COLUMNS
 from .dsn import describe, resolve_dsn, safe_message
 from .errors import (
     ChecksumMismatch,
@@ -58,50 +59,7 @@ PRESENCE_PROBES: dict[int, str] = {
 }
 
 #: The seed's contract, checked after every install (columns by name, indexes by name).
-EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "profiles": ("id", "settings"),
-    "traces": (
-        "trace_id",
-        "workflow_id",
-        "execution_id",
-        "user_id",
-        "query",
-        "started_at",
-        "completed_at",
-        "total_duration_ms",
-        "status",
-        "error",
-        "total_cost",
-        "total_tokens",
-        "metadata",
-    ),
-    "spans": (
-        "span_id",
-        "trace_id",
-        "parent_span_id",
-        "span_type",
-        "name",
-        "status",
-        "started_at",
-        "completed_at",
-        "duration_ms",
-        "inputs",
-        "outputs",
-        "tokens",
-        "cost",
-        "model",
-        "provider",
-        "error",
-        "error_type",
-        "error_stack",
-        "api_limits",
-        "retry_count",
-        "timeout",
-        "evaluation",
-        "metadata",
-        "child_spans",
-    ),
-}
+EXPECTED_COLUMNS = SEED_COLUMNS
 EXPECTED_INDEXES: tuple[str, ...] = (
     "idx_profiles_settings",
     "idx_traces_workflow_id",

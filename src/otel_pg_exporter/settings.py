@@ -46,6 +46,9 @@ class ExporterSettings:
     user_settings_ttl_s: float = 60.0
     #: forward users' spans to their LangSmith / Langfuse (extra ``forward``); see ``forward``
     forward: bool = False
+    #: live spans: a span still open after ``live_delay_s`` gets a ``running`` row (``live``)
+    live: bool = False
+    live_delay_s: float = 2.0
 
     @property
     def spool_enabled(self) -> bool:
@@ -113,6 +116,8 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "user_settings": ("USER_SETTINGS", bool),
     "user_settings_ttl_s": ("USER_SETTINGS_TTL", float),
     "forward": ("FORWARD", bool),
+    "live": ("LIVE", bool),
+    "live_delay_s": ("LIVE_DELAY", float),
 }
 
 
@@ -141,6 +146,8 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
         raise ConfigurationError("pool_min_size must not exceed pool_max_size")
     if settings.forward and not settings.user_settings:
         raise ConfigurationError("forward needs user_settings (the targets live in profiles.settings)")
+    if not settings.live_delay_s > 0:
+        raise ConfigurationError("live_delay_s must be more than 0 seconds")
     if settings.max_payload_chars < 1024:
         raise ConfigurationError("max_payload_chars must be at least 1024")
     return settings

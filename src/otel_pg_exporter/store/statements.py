@@ -164,8 +164,9 @@ def upsert_spans_sql(source: str | None = None, where: str = "true") -> str:
         f"WHERE {where}\n"
         "ORDER BY v.span_id\n"
         f"ON CONFLICT (span_id) DO UPDATE SET {', '.join(sets)}\n"
-        # a real row is final: a re-export changes nothing; only placeholders get filled in
-        "WHERE spans.status = 'pending'"
+        # a real row is final: a re-export changes nothing; placeholders and live (running) rows
+        # get filled in
+        "WHERE spans.status IN ('pending', 'running')"
     )
 
 
@@ -192,7 +193,7 @@ def leaf_totals(source: str, scope: str) -> str:
     return f"""leaf AS (
     SELECT s.trace_id, s.cost, s.tokens FROM {source} s
     WHERE {scope} AND s.span_type IN ({_MODEL_TYPES_SQL})
-      AND s.status <> 'pending'
+      AND s.status NOT IN ('pending', 'running')
       AND {_no_model_child(source)}
 ),
 cost AS (SELECT trace_id, sum(cost) AS total, count(*) AS calls FROM leaf GROUP BY trace_id),
@@ -236,7 +237,7 @@ new_traces AS (
            coalesce(root.started_at, first_span.started_at, v.started_at),
            root.completed_at,
            CASE WHEN root.status IS NULL THEN 'running'
-                WHEN root.status IN ('failed', 'cancelled') THEN root.status
+                WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
                 ELSE 'completed' END,
            coalesce(root.duration_ms, 0),
            LEAST(coalesce(cost.total, 0), 9999.999999),
@@ -319,7 +320,7 @@ UPDATE traces t SET
     total_cost = LEAST(coalesce(cost.total, 0), 9999.999999),
     total_tokens = coalesce(tok.tokens, '{{}}'::jsonb),
     status = CASE WHEN root.status IS NULL THEN 'running'
-                  WHEN root.status IN ('failed', 'cancelled') THEN root.status
+                  WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
                   ELSE 'completed' END,
     started_at = coalesce(root.started_at, first_span.started_at, t.started_at),
     completed_at = root.completed_at,
