@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from psycopg.rows import dict_row
 
-from otel_pg_exporter import PostgresSpanExporter, span_uuid, trace_uuid
+from otel_pg_exporter import PostgresSpanExporter, TraceStore, span_uuid, trace_uuid
 from otel_pg_exporter.live import LiveSpanProcessor
 from support import chat_attributes
 
@@ -65,6 +65,9 @@ def test_a_long_step_is_visible_while_it_runs_and_replaced_in_place(db_dsn: str)
                     lambda: _row(db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", root_id)
                 )
                 assert root_row["name"] == "agent run"
+                detail = TraceStore(db_dsn).get_trace(trace_uuid(trace_id))  # what the explorer reads
+                assert detail is not None and detail.span(chat_id).running
+                assert [s.name for s in detail.spans] == ["agent run", "chat"]  # the tree, while it runs
         done = _row(db_dsn, "SELECT * FROM spans WHERE span_id = %s", chat_id)
         assert done["status"] == "completed" and done["completed_at"] is not None
         assert "live" not in done["metadata"] and done["tokens"]["input"] == 10
