@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -348,6 +349,70 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         uvicorn.run(create_app(store, token=args.token), host=args.host, port=args.port, log_level="warning")
     finally:
         store.close()
+    return 0
+
+
+def gateway_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-gateway``: the OTLP/HTTP receiver (extra ``gateway``)."""
+    prog = "otel-pg-gateway"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Receive OTLP/HTTP traces and logs (protobuf or JSON) from any language or an OTel "
+        "Collector and store them like the in-process exporter does.",
+    )
+    parser.add_argument("--dsn", help=_dsn_help())
+    _add_schema(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4318, help="port (default 4318, OTLP/HTTP's)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("OTEL_PG_GATEWAY_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on every request (default $OTEL_PG_GATEWAY_TOKEN); "
+        "needed to listen beyond this machine",
+    )
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen beyond this machine without a token (behind your own network boundary)",
+    )
+    parser.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="largest request body, decompressed (default 16)"
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=8, help="batches written at once; more get 429 (default 8)"
+    )
+    args = parser.parse_args(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    if not _loopback(args.host) and not args.token and not args.allow_unauthenticated:
+        return _fail(
+            prog,
+            f"refusing to listen on {args.host} without --token (or OTEL_PG_GATEWAY_TOKEN, or "
+            "--allow-unauthenticated)",
+            dsn,
+        )
+    try:
+        import uvicorn
+
+        from .receiver.app import Gateway, create_app
+    except ImportError:
+        return _fail(prog, "the gateway needs its extra: pip install 'otel-pg-exporter[gateway]'", dsn)
+    options: dict[str, Any] = {"schema": args.schema} if args.schema else {}
+    try:
+        gateway = Gateway(
+            args.dsn,
+            token=args.token,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            max_inflight=args.max_inflight,
+            **options,
+        )
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    ready, why = gateway.ready()
+    if not ready:
+        print(f"{prog}: not ready yet ({why}); /readyz says so until it is", file=sys.stderr, flush=True)
+    url = f"http://{args.host}:{args.port}"
+    print(f"{prog}: storing into {describe(dsn)}; OTLP/HTTP on {url}/v1/traces and {url}/v1/logs", flush=True)
+    uvicorn.run(create_app(gateway), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
