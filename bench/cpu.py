@@ -124,3 +124,44 @@ class OtlpSink:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def pid_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from ``/proc``."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields is not None else 0.0
+
+
+class GatewayProcess:
+    """``otel-pg-gateway`` in another process (its CPU read from ``/proc``), on a free local port."""
+
+    def __init__(self, dsn: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        code = "from otel_pg_exporter.cli import gateway_main as m; raise SystemExit(m())"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, "--dsn", dsn, "--port", str(self.port), "--max-inflight", "16"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # its "storing into ..." line: listening
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def cpu_seconds(self) -> float:
+        return pid_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

@@ -34,7 +34,7 @@ from otel_pg_exporter import PostgresSpanExporter, install_schema
 from otel_pg_exporter.records import JSON_COLUMNS, EncodedSpan
 from otel_pg_exporter.records import ROW_COLUMNS as SPAN_COLUMNS
 
-from .cpu import OtlpSink, PostgresCpu, process_seconds
+from .cpu import GatewayProcess, OtlpSink, PostgresCpu, process_seconds
 from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans, prebuilt_spans_and_logs
 
 BATCH = 512
@@ -236,6 +236,53 @@ def _creation_rate(exporter: SpanExporter, spans: int, payload: int) -> float:
     rate = spans / (time.perf_counter() - started)
     provider.shutdown()
     return rate
+
+
+def gateway_phase(dsn: str, traces: int, payload: int, conventions: Sequence[str]) -> dict[str, Any]:
+    """The same workload sent over OTLP/HTTP by the official protobuf exporter to ``otel-pg-gateway``
+    in another process: first span created → last row committed (the gateway answers after the
+    commit, so a flushed sender means stored rows), with the CPU of the sender, the gateway and
+    PostgreSQL per span."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    truncate(dsn)
+    gateway = GatewayProcess(dsn)
+    try:
+        provider = TracerProvider()
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=gateway.endpoint, timeout=60),
+                max_queue_size=max(BATCH, traces * SPANS_PER_TRACE + 1),
+                schedule_delay_millis=1000,
+                max_export_batch_size=BATCH,
+            )
+        )
+        tracer = provider.get_tracer("bench")
+        pg = PostgresCpu(dsn)
+        pg_before, gw_before, app_before = pg.seconds(), gateway.cpu_seconds(), process_seconds()
+        started = time.perf_counter()
+        for i in range(traces):
+            make_trace(tracer, i, payload, conventions)
+        provider.force_flush(timeout_millis=3_600_000)
+        elapsed = time.perf_counter() - started
+        app_cpu, gw_cpu = process_seconds() - app_before, gateway.cpu_seconds() - gw_before
+        pg_cpu = pg.seconds() - pg_before
+        provider.shutdown()
+    finally:
+        gateway.close()
+    spans = traces * SPANS_PER_TRACE
+    stored = count_spans(dsn)
+    out: dict[str, Any] = {
+        "spans": spans,
+        "stored": stored,
+        "seconds": elapsed,
+        "spans_per_s": spans / elapsed,
+        "sender_cpu_us_per_span": app_cpu / spans * 1e6,
+        "gateway_cpu_us_per_span": gw_cpu / max(1, stored) * 1e6,
+    }
+    if pg.available:
+        out["pg_cpu_us_per_span"] = pg_cpu / max(1, stored) * 1e6
+    return out
 
 
 def spooling(spans: int, payload: int) -> dict[str, Any]:
@@ -768,7 +815,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of phases to skip: e2e,spooling,writer,memory,growth,doctor,explorer,profile,logs,retention",
+        help="comma list of phases to skip: "
+        "e2e,gateway,spooling,writer,memory,growth,doctor,explorer,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -780,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if only:
         skip |= {
             "e2e",
+            "gateway",
             "spooling",
             "writer",
             "memory",
@@ -835,6 +884,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else None
                 ),
             }
+            save()
+        if "gateway" not in skip:
+            results["gateway"] = gateway_phase(dsn, size["e2e_traces"], args.payload, conventions)
             save()
         if "spooling" not in skip:
             results["spooling"] = spooling(size["spooling_spans"], args.payload)
@@ -937,6 +989,21 @@ def report(r: dict[str, Any]) -> None:
                     verdict("pg_cpu_vs_floor", e["pg_cpu_vs_floor"]),
                 ),
             ]
+    if "gateway" in r:
+        g = r["gateway"]
+        rows += [
+            (
+                "end to end over OTLP/HTTP: official exporter -> otel-pg-gateway",
+                f"{g['spans_per_s']:,.0f} spans/s ({g['stored']}/{g['spans']} rows)",
+                "",
+            ),
+            (
+                "CPU per span: sender / gateway / PostgreSQL",
+                f"{g['sender_cpu_us_per_span']:.0f} / {g['gateway_cpu_us_per_span']:.0f} / "
+                f"{g.get('pg_cpu_us_per_span', float('nan')):.0f} µs",
+                "",
+            ),
+        ]
     if "spooling" in r:
         sp = r["spooling"]
         rows.append(

@@ -33,6 +33,9 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     assert e2e["floor"]["available"] and e2e["postgres"]["pg_cpu_us_per_span"] >= 0
     assert e2e["floor"]["rows"] == e2e["postgres"]["stored"] and "pg_cpu_vs_floor" in e2e
     assert "in-app CPU per span, ours / OTLP" in proc.stdout
+    gateway = result["gateway"]  # the workload over OTLP/HTTP through otel-pg-gateway: every span stored
+    assert gateway["stored"] == gateway["spans"] and gateway["gateway_cpu_us_per_span"] >= 0
+    assert "official exporter -> otel-pg-gateway" in proc.stdout
     assert result["writer"]["ours"]["stored"] == result["writer"]["ours"]["spans"]
     assert result["memory"]["stored"] == result["memory"]["spans"]
     assert result["spooling"]["spooled"] > 0 and result["spooling"]["ratio"] > 0
