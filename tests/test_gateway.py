@@ -9,6 +9,7 @@ import json
 import random
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -339,3 +340,40 @@ def test_logs_merge_into_span_rows(db_dsn: str, serve: Callable[..., Running]) -
     otlp.shutdown()
     (row,), _ = _rows(db_dsn, [trace_id])
     assert row["inputs"]["messages"][0]["content"] == "hello from a log"
+
+
+def test_concurrent_requests_to_one_gateway(make_database: Callable[[], str], serve: Callable[..., Running]) -> None:
+    """Several senders at once: one exporter serves them all from the gateway's thread pool."""
+    spans, ids = _traces(Capture(), 12, "many")
+    direct, received = _new_db(make_database), _new_db(make_database)
+    exporter = PostgresSpanExporter(direct, spool_dir="off")
+    exporter.export(spans)
+    exporter.shutdown()
+    gateway = serve(received, max_inflight=4)
+    by_trace: dict[int, list[Any]] = {}
+    for span in spans:
+        by_trace.setdefault(span.context.trace_id, []).append(span)
+    statuses: list[int] = []
+    throttled: list[str] = []
+
+    def send(batch: list[Any]) -> None:
+        """As an OTLP sender does: on 429/503, wait and send the same body again."""
+        body = encode_spans(batch).SerializeToString()
+        for _ in range(200):
+            status, headers, _ = _post(f"{gateway.url}/v1/traces", body, "application/x-protobuf")
+            if status not in (429, 503):
+                break
+            throttled.append(headers["retry-after"])
+            time.sleep(0.05)
+        statuses.append(status)
+
+    # each trace split over two requests, all sent at once
+    batches = [part for group in by_trace.values() for part in (group[:2], group[2:])]
+    threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses.count(200) == len(batches)
+    assert _rows(received, ids) == _rows(direct, ids)
+    assert gateway.gateway.stats().get("requests_429", 0) == len(throttled)  # each refusal counted
