@@ -413,15 +413,26 @@ def copy_ceiling(dsn: str, spans: list[Any]) -> dict[str, Any]:
 
 
 def scrub_cost(dsn: str, spans: list[Any]) -> dict[str, Any]:
-    """Mapping + encoding throughput with and without the default secret scrubbing (no I/O)."""
-    out: dict[str, Any] = {}
-    for label, scrub in (("with_scrubbing", True), ("without_scrubbing", False)):
-        exporter = PostgresSpanExporter(dsn, spool_dir="off", scrub_secrets=scrub)
-        started = time.perf_counter()
+    """Mapping + encoding throughput with and without the default secret scrubbing (no I/O): a
+    warm-up pass (key plans, prices), then the two settings alternated three times, best of each
+    (the exporter's own DSN is scrubbed in both: that literal is always on)."""
+    exporters = {
+        "with_scrubbing": PostgresSpanExporter(dsn, spool_dir="off", scrub_secrets=True),
+        "without_scrubbing": PostgresSpanExporter(dsn, spool_dir="off", scrub_secrets=False),
+    }
+    best: dict[str, float] = {}
+    for exporter in exporters.values():
         for batch in batches(spans):
             exporter.encode(batch)
-        out[label] = len(spans) / (time.perf_counter() - started)
+    for _ in range(3):
+        for label, exporter in exporters.items():
+            started = time.perf_counter()
+            for batch in batches(spans):
+                exporter.encode(batch)
+            best[label] = max(best.get(label, 0.0), len(spans) / (time.perf_counter() - started))
+    for exporter in exporters.values():
         exporter.shutdown()
+    out: dict[str, Any] = dict(best)
     out["ratio"] = out["with_scrubbing"] / out["without_scrubbing"]
     return out
 

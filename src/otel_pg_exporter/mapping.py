@@ -596,8 +596,7 @@ def _trace_hints(
                 query = (4, start_ns, text, f"first llm {source}")
 
     execution_id, _ = _first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))
-    from_resource = _resource_hints(resource)
-    meta: dict[str, Any] = dict(from_resource) if from_resource else {}
+    meta: dict[str, Any] = {}
     for key, names in plan.trace_metadata:
         value = _first_str(attrs, names)[0]
         if value is not None:
@@ -609,6 +608,9 @@ def _trace_hints(
             break
     if user is not None:
         meta["user"] = user[1]
+    from_resource = _resource_hints(resource)
+    # most spans add nothing to what their resource says: share its (read-only) dict
+    meta = {**from_resource, **meta} if meta else from_resource
     return TraceHints(
         trace_id=trace_uuid(ctx.trace_id),
         trace_hex=trace_hex(ctx.trace_id),
