@@ -11,11 +11,9 @@ raises into the SDK. ``configure()`` (in ``providers``) wires it onto the global
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import replace
@@ -24,6 +22,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ._fork import on_fork_in_child
 from .conventions import MODEL_CALL_TYPES
 from .delivery import Delivery, ExporterTelemetry
 from .delivery.forward import Forwarder, spans_by_trace
@@ -43,12 +42,6 @@ logger = logging.getLogger("otel_pg_exporter")
 
 #: How many trace → user associations are remembered across batches (for per-user settings).
 TRACE_USERS_MAX = 65_536
-
-
-def _call_if_alive(method: weakref.WeakMethod[Any]) -> None:
-    bound = method()
-    if bound is not None:
-        bound()
 
 
 def _no_loading(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
@@ -106,9 +99,7 @@ class PostgresSpanExporter(SpanExporter):
         self._holders: set[object] = {self._own_token}  # see retain()
         self._shutting_down = False
         self._fork_orphans: list[Any] = []
-        if hasattr(os, "register_at_fork"):
-            method = weakref.WeakMethod(self._after_fork_in_child)
-            os.register_at_fork(after_in_child=lambda: _call_if_alive(method))
+        on_fork_in_child(self._after_fork_in_child)
 
     @property
     def spool(self) -> Spool | None:

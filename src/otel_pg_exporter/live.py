@@ -22,6 +22,7 @@ import time
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._fork import on_fork_in_child
 from .exporter import PostgresSpanExporter
 from .mapping import map_span
 from .records import encode_span
@@ -54,6 +55,13 @@ class LiveSpanProcessor(SpanProcessor):
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._token = exporter.retain()
+        on_fork_in_child(self._after_fork_in_child)  # a forked child starts with its own lock and thread
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._open = {}  # the parent's open spans are the parent's
 
     # -- SpanProcessor API --------------------------------------------------------------------------
 
