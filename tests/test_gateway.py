@@ -280,6 +280,7 @@ def test_outage_spooled_then_replayed_or_refused_for_a_retry(
         proxy.cut()
         status, _, _ = _post(f"{spooling.url}/v1/traces", body, "application/x-protobuf")
         assert status == 200  # durable in the spool: the sender may forget it
+        assert spooling.gateway.stats()["spans_spooled"] == 6
         status, headers, _ = _post(f"{no_spool.url}/v1/traces", body, "application/x-protobuf")
         assert status == 503 and headers["retry-after"]  # not durable: the sender keeps and retries
         assert _get(f"{spooling.url}/readyz")[0] == 503

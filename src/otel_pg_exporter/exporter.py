@@ -109,20 +109,25 @@ class PostgresSpanExporter(SpanExporter):
     # -- SpanExporter API --------------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.export_with_outcome(spans)[0]
+
+    def export_with_outcome(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
+        """``export()``, and what became of the batch: ``stored`` (committed), ``spooled`` (in the
+        durable spool, the database being down), ``empty`` or ``failure`` (lost, counted)."""
         if self.delivery.closed:
-            return SpanExportResult.FAILURE
+            return SpanExportResult.FAILURE, "failure"
         started = time.perf_counter()
         count = len(spans)
         self._telemetry.inflight(count)
         outcome = "failure"
         try:
             result, outcome = self._export(spans)
-            return result
+            return result, outcome
         except Exception as exc:  # never raise into the SDK
             self._telemetry.add("failed_batches", 1)
             self._telemetry.add("dropped", count, reason="internal_error")
             self.delivery.state.set("export failed", safe_message(exc, self.settings.dsn))
-            return SpanExportResult.FAILURE
+            return SpanExportResult.FAILURE, "failure"
         finally:
             self._telemetry.inflight(-count)
             self._telemetry.export_duration(time.perf_counter() - started, outcome)

@@ -194,15 +194,12 @@ class Gateway:
     def _export(self, kind: str, decoded: Decoded) -> bool:
         if not decoded.items:
             return True
-        spooled_before = self.exporter.stats().get("spooled", 0)
-        if kind == "traces":
-            ok = self.exporter.export(decoded.items) is SpanExportResult.SUCCESS
-        else:
-            ok = self.log_exporter.export(decoded.items).name == "SUCCESS"
-        spooled = self.exporter.stats().get("spooled", 0) - spooled_before
-        if spooled:
-            self.count("items_spooled", spooled)
-        return ok
+        if kind == "logs":
+            return self.log_exporter.export(decoded.items).name == "SUCCESS"
+        result, outcome = self.exporter.export_with_outcome(decoded.items)
+        if outcome == "spooled":
+            self.count("spans_spooled", len(decoded.items))
+        return result is SpanExportResult.SUCCESS
 
     def _refuse(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
         if status >= 500 or status == 429:
