@@ -14,6 +14,7 @@ from .errors import (
 )
 from .exporter import PostgresSpanExporter
 from .ids import span_uuid, trace_uuid
+from .live import LiveSpanProcessor
 from .log_exporter import PostgresLogExporter
 from .providers import configure
 from .schema import InstallResult, MigrationState, install_schema, schema_status
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailed",
     "InstallResult",
+    "LiveSpanProcessor",
     "MigrationState",
     "OtelPgError",
     "PermissionDenied",
