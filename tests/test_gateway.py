@@ -378,3 +378,32 @@ def test_concurrent_requests_to_one_gateway(make_database: Callable[[], str], se
     assert statuses.count(200) == len(batches)
     assert _rows(received, ids) == _rows(direct, ids)
     assert gateway.gateway.stats().get("requests_429", 0) == len(throttled)  # each refusal counted
+
+
+def test_the_command_refuses_other_addresses_without_a_token(db_dsn: str) -> None:
+    import subprocess
+    import sys
+
+    code = "from otel_pg_exporter.cli import gateway_main as m; raise SystemExit(m())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--dsn", db_dsn, "--host", "0.0.0.0", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "without --token" in proc.stderr
+
+
+def test_stats_need_the_token_and_count_outcomes(db_dsn: str, serve: Callable[..., Running]) -> None:
+    gateway = serve(db_dsn, token="t0ken-for-stats")
+    body = encode_spans(_traces(Capture(), 1, "stats")[0]).SerializeToString()
+    url = gateway.url
+    assert _post(f"{url}/v1/traces", b"junk", "application/x-protobuf", Authorization="Bearer t0ken-for-stats")[0] == 400
+    assert _post(f"{url}/v1/traces", body, "application/x-protobuf", Authorization="Bearer t0ken-for-stats")[0] == 200
+    assert _get(f"{url}/stats")[0] == 401
+    request = urllib.request.Request(f"{url}/stats", headers={"Authorization": "Bearer t0ken-for-stats"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        stats = json.loads(response.read())
+    assert stats["requests"] == 2 and stats["requests_400"] == 1 and stats["requests_ok"] == 1
+    assert stats["spans_accepted"] == 3 and stats["exporter"]["exported"] == 3
+    assert "t0ken-for-stats" not in json.dumps(stats)

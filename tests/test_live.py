@@ -138,3 +138,30 @@ def test_configure_live_adds_the_processor(db_dsn: str, monkeypatch: Any) -> Non
             )
     finally:
         provider.shutdown()
+
+
+def test_live_rows_are_skipped_while_the_database_is_down(db_dsn: str, tmp_path: Any) -> None:
+    """Best effort: no live row while the database does not answer; the real row still arrives
+    (through the spool and its replay)."""
+    from faults import TcpProxy
+
+    proxy = TcpProxy(db_dsn)
+    exporter = PostgresSpanExporter(proxy.dsn, spool_dir=str(tmp_path), timeout_s=1)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(LiveSpanProcessor(exporter, delay_s=DELAY_S))
+    try:
+        proxy.cut()
+        with provider.get_tracer("live-test").start_as_current_span("step during an outage") as span:
+            ctx = span.get_span_context()
+            _wait_for(lambda: exporter.stats().get("live_skipped", 0) >= 1, timeout=15)
+        assert exporter.stats().get("live_rows", 0) == 0
+        proxy.restore()
+        row = _wait_for(
+            lambda: _row(db_dsn, "SELECT status FROM spans WHERE span_id = %s", span_uuid(ctx.trace_id, ctx.span_id)),
+            timeout=30,
+        )
+        assert row["status"] == "completed"
+    finally:
+        provider.shutdown()
+        proxy.close()
