@@ -66,6 +66,8 @@ class LiveSpanProcessor(SpanProcessor):
     # -- SpanProcessor API --------------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self._stopped.is_set():
+            return
         ctx = span.get_span_context()
         due = time.monotonic() + self._delay_s
         with self._lock:
