@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +126,34 @@ def drop_exporter_role(dsn: str) -> None:
         conn.execute("DROP OWNED BY otel_exporter")
         with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
             conn.execute("DROP ROLE otel_exporter")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """An ASGI app served by uvicorn on a free local port, in a thread of the test process."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "the server did not start"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

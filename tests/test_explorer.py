@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,45 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from otel_pg_exporter import PostgresSpanExporter, trace_uuid
 from otel_pg_exporter.explorer.app import create_app
 from otel_pg_exporter.trace_store import TraceStore
-from support import CHROMIUM_FLAGS, Capture, chat_attributes
+from support import CHROMIUM_FLAGS, Capture, Served, chat_attributes, free_port
 from test_trace_store import ALICE, BOB, agent_run, authenticated_role, database_with_users
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """The explorer app on a free port, in a thread (uvicorn), until ``close``."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started, "the explorer did not start"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +245,7 @@ def test_the_command_binds_loopback_and_refuses_others_without_a_token(data) -> 
         [ui, "--dsn", data["dsn"], "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 1 and "refusing to listen on 0.0.0.0 without --token" in refused.stderr
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [ui, "--dsn", data["dsn"], "--port", str(port)], stdout=subprocess.PIPE, text=True
     )

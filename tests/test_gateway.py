@@ -7,7 +7,6 @@ import base64
 import gzip
 import json
 import random
-import socket
 import threading
 import time
 import urllib.error
@@ -17,7 +16,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -30,31 +28,15 @@ from faults import TcpProxy, wait_for
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
 from otel_pg_exporter.columns import SEED_COLUMNS
 from otel_pg_exporter.receiver.app import Gateway, create_app
-from support import Capture, chat_attributes, messages
+from support import Capture, Served, chat_attributes, free_port, messages
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """A gateway served by uvicorn on 127.0.0.1, in a thread of the test process."""
+class Running(Served):
+    """A gateway served on 127.0.0.1, in a thread of the test process."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=self.port, log_level="error")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert wait_for(lambda: self.server.started, 10)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(create_app(gateway))
 
 
 @pytest.fixture
@@ -386,7 +368,7 @@ def test_the_command_refuses_other_addresses_without_a_token(db_dsn: str) -> Non
 
     code = "from otel_pg_exporter.cli import gateway_main as m; raise SystemExit(m())"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "--dsn", db_dsn, "--host", "0.0.0.0", "--port", str(_free_port())],
+        [sys.executable, "-c", code, "--dsn", db_dsn, "--host", "0.0.0.0", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,

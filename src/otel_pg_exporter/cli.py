@@ -298,6 +298,15 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _add_server(parser: argparse.ArgumentParser, *, port: int, token_env: str, token_help: str) -> None:
+    """The options every serving command takes: database, schema, address, port, token."""
+    parser.add_argument("--dsn", help=_dsn_help())
+    _add_schema(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    parser.add_argument("--token", default=os.environ.get(token_env), help=token_help)
+
+
 def ui_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-ui``: the trace explorer (extra ``ui``)."""
     prog = "otel-pg-ui"
@@ -305,15 +314,12 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         prog=prog,
         description="A local web explorer of stored traces: list, tree with waterfall, sessions, costs.",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
-    _add_schema(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8400, help="port (default 8400)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("OTEL_PG_UI_TOKEN"),
-        help="require this token on every request (default $OTEL_PG_UI_TOKEN); needed to listen beyond "
-        "this machine. Open http://HOST:PORT/?token=... once; a cookie keeps it",
+    _add_server(
+        parser,
+        port=8400,
+        token_env="OTEL_PG_UI_TOKEN",
+        token_help="require this token on every request (default $OTEL_PG_UI_TOKEN); needed to listen "
+        "beyond this machine. Open http://HOST:PORT/?token=... once; a cookie keeps it",
     )
     parser.add_argument(
         "--as-user", help="show only what this user (profiles.id) may see under the seed's RLS"
@@ -360,15 +366,12 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         description="Receive OTLP/HTTP traces and logs (protobuf or JSON) from any language or an OTel "
         "Collector and store them like the in-process exporter does.",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
-    _add_schema(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=4318, help="port (default 4318, OTLP/HTTP's)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("OTEL_PG_GATEWAY_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' on every request (default $OTEL_PG_GATEWAY_TOKEN); "
-        "needed to listen beyond this machine",
+    _add_server(
+        parser,
+        port=4318,
+        token_env="OTEL_PG_GATEWAY_TOKEN",
+        token_help="require 'Authorization: Bearer TOKEN' on every request (default "
+        "$OTEL_PG_GATEWAY_TOKEN); needed to listen beyond this machine",
     )
     parser.add_argument(
         "--allow-unauthenticated",

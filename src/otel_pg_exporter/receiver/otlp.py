@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,21 +156,27 @@ def _scope(proto: Any) -> InstrumentationScope:
     )
 
 
+def _scoped(groups: Iterable[Any], scopes: str, items: str) -> Iterator[tuple[Resource, Any, Any]]:
+    """``(resource, scope, item)`` for every span or log record of a request's resource groups."""
+    resources = _Resources()
+    for group in groups:
+        resource = resources(group.resource)
+        for scoped in getattr(group, scopes):
+            scope = _scope(scoped.scope)
+            for item in getattr(scoped, items):
+                yield resource, scope, item
+
+
 def decode_traces(body: bytes, content_type: str | None) -> Decoded:
     """The spans of an ``ExportTraceServiceRequest``, as ``ReadableSpan``s."""
     request = _parse(body, content_type, ExportTraceServiceRequest)
     out = Decoded()
-    resources = _Resources()
-    for resource_spans in request.resource_spans:  # type: ignore[attr-defined]
-        resource = resources(resource_spans.resource)
-        for scope_spans in resource_spans.scope_spans:
-            scope = _scope(scope_spans.scope)
-            for span in scope_spans.spans:
-                trace_id, span_id = _id(span.trace_id, 16), _id(span.span_id, 8)
-                if not trace_id or not span_id:
-                    out.reject("span with an invalid trace or span id")
-                    continue
-                out.items.append(_span(span, trace_id, span_id, resource, scope))
+    for resource, scope, span in _scoped(request.resource_spans, "scope_spans", "spans"):  # type: ignore[attr-defined]
+        trace_id, span_id = _id(span.trace_id, 16), _id(span.span_id, 8)
+        if not trace_id or not span_id:
+            out.reject("span with an invalid trace or span id")
+            continue
+        out.items.append(_span(span, trace_id, span_id, resource, scope))
     return out
 
 
@@ -240,32 +246,27 @@ def decode_logs(body: bytes, content_type: str | None) -> Decoded:
     request = _parse(body, content_type, ExportLogsServiceRequest)
     out = Decoded()
     make = _log_record_factory()
-    resources = _Resources()
-    for resource_logs in request.resource_logs:  # type: ignore[attr-defined]
-        resource = resources(resource_logs.resource)
-        for scope_logs in resource_logs.scope_logs:
-            scope = _scope(scope_logs.scope)
-            for record in scope_logs.log_records:
-                try:
-                    severity = SeverityNumber(record.severity_number) if record.severity_number else None
-                except ValueError:
-                    severity = None
-                out.items.append(
-                    make(
-                        resource,
-                        scope,
-                        timestamp=record.time_unix_nano or None,
-                        observed_timestamp=record.observed_time_unix_nano or None,
-                        trace_id=_id(record.trace_id, 16) or None,
-                        span_id=_id(record.span_id, 8) or None,
-                        trace_flags=TraceFlags(record.flags & 0xFF),
-                        severity_text=record.severity_text or None,
-                        severity_number=severity,
-                        body=_value(record.body) if record.HasField("body") else None,
-                        attributes=_attributes(record.attributes),
-                        event_name=getattr(record, "event_name", "") or None,
-                    )
-                )
+    for resource, scope, record in _scoped(request.resource_logs, "scope_logs", "log_records"):  # type: ignore[attr-defined]
+        try:
+            severity = SeverityNumber(record.severity_number) if record.severity_number else None
+        except ValueError:
+            severity = None
+        out.items.append(
+            make(
+                resource,
+                scope,
+                timestamp=record.time_unix_nano or None,
+                observed_timestamp=record.observed_time_unix_nano or None,
+                trace_id=_id(record.trace_id, 16) or None,
+                span_id=_id(record.span_id, 8) or None,
+                trace_flags=TraceFlags(record.flags & 0xFF),
+                severity_text=record.severity_text or None,
+                severity_number=severity,
+                body=_value(record.body) if record.HasField("body") else None,
+                attributes=_attributes(record.attributes),
+                event_name=getattr(record, "event_name", "") or None,
+            )
+        )
     return out
 
 
