@@ -49,15 +49,16 @@ TRACE_DELTAS = """v AS (
         q text, q_rank int4, q_at int8, q_src text)
 )"""
 
+#: A new trace's ``execution_id``: the explicit id when no other trace holds it, else the hex id.
+_EXECUTION_ID = """CASE WHEN v.exec_id IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
+            THEN v.exec_id ELSE v.hex END"""
+
 #: Trace rows for log fragments (their spans may not exist yet): placeholders, or a row lock.
 UPSERT_TRACES = f"""
 WITH {TRACE_DELTAS}
 INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, status, metadata)
-SELECT v.tid, v.wf,
-       CASE WHEN v.exec_id IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
-            THEN v.exec_id ELSE v.hex END,
-       v.started_at, 'running', '{{}}'::jsonb
+SELECT v.tid, v.wf, {_EXECUTION_ID}, v.started_at, 'running', '{{}}'::jsonb
 FROM v
 ORDER BY v.tid
 ON CONFLICT (trace_id) DO UPDATE SET workflow_id = traces.workflow_id WHERE false
@@ -208,8 +209,54 @@ tok AS (
 """
 
 
+#: The trace ids a recompute of stored spans covers (those of CTE ``v``).
+_STORED_SCOPE = "s.trace_id IN (SELECT tid FROM v)"
 #: The trace-total rule over stored spans, for the trace ids in CTE ``v(tid)``.
-_STORED_LEAF_TOTALS = leaf_totals("spans", "s.trace_id IN (SELECT tid FROM v)")
+_STORED_LEAF_TOTALS = leaf_totals("spans", _STORED_SCOPE)
+
+
+def _root_and_first_span(source: str, scope: str) -> str:
+    """CTEs ``root`` (the trace's real root span: parent-less, not a placeholder) and ``first_span``
+    (its earliest start), over the span rows of ``source`` that ``scope`` admits."""
+    return f"""root AS (
+    SELECT DISTINCT ON (s.trace_id) s.trace_id, s.status, s.started_at, s.completed_at, s.duration_ms, s.error
+    FROM {source} s WHERE {scope} AND s.parent_span_id IS NULL AND s.status <> 'pending'
+    ORDER BY s.trace_id, s.started_at
+),
+first_span AS (
+    SELECT s.trace_id, min(s.started_at) AS started_at FROM {source} s WHERE {scope} GROUP BY s.trace_id
+),
+"""
+
+
+#: Trace columns from the CTEs above: the root's status (running while it runs or has not come),
+#: totals over leaf model calls.
+_TRACE_STATUS = """CASE WHEN root.status IS NULL THEN 'running'
+                WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
+                ELSE 'completed' END"""
+_TOTAL_COST = "LEAST(coalesce(cost.total, 0), 9999.999999)"
+_TOTAL_TOKENS = "coalesce(tok.tokens, '{}'::jsonb)"
+
+
+def _won_metadata(wf: str, q: str, usr: str, sources: str) -> str:
+    """What a trace delta adds to ``traces.metadata`` where it wins (``wf``, ``q``, ``usr``: SQL
+    conditions): the model-call count, the raw user, and which attribute each column came from,
+    merged over ``sources`` (the ones already recorded)."""
+    return f"""jsonb_build_object('model_calls', coalesce(cost.calls, 0))
+        || CASE WHEN {usr} THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
+        || jsonb_build_object('sources', {sources}
+            || CASE WHEN {wf} THEN jsonb_build_object('workflow_id',
+                   jsonb_build_object('rank', v.wf_rank, 'attribute', v.wf_src)) ELSE '{{}}'::jsonb END
+            || CASE WHEN {q} THEN jsonb_build_object('query',
+                   jsonb_build_object('rank', v.q_rank, 'at', v.q_at, 'attribute', v.q_src))
+                   ELSE '{{}}'::jsonb END
+            || CASE WHEN {usr} THEN jsonb_build_object('user',
+                   jsonb_build_object('rank', v.usr_rank, 'attribute', v.usr_src)) ELSE '{{}}'::jsonb END)"""
+
+
+#: For a new trace every candidate the batch has wins (nothing is recorded yet).
+_NEW_Q_WINS = "v.q_rank IS NOT NULL"
+_NEW_USR_WINS = "v.usr_rank IS NOT NULL"
 
 
 def _write_batch_sql() -> str:
@@ -221,42 +268,20 @@ def _write_batch_sql() -> str:
     return f"""
 WITH b AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({record})),
 {TRACE_DELTAS},
-{leaf_totals("b", "true")}root AS (
-    SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
-    FROM b WHERE parent_span_id IS NULL AND status <> 'pending'
-    ORDER BY trace_id, started_at
-),
-first_span AS (SELECT trace_id, min(started_at) AS started_at FROM b GROUP BY trace_id),
-new_traces AS (
+{leaf_totals("b", "true")}{_root_and_first_span("b", "true")}new_traces AS (
     INSERT INTO traces (trace_id, workflow_id, execution_id, started_at, completed_at, status,
                         total_duration_ms, total_cost, total_tokens, error, query, user_id, metadata)
-    SELECT v.tid, v.wf,
-           CASE WHEN v.exec_id IS NOT NULL
-                     AND NOT EXISTS (SELECT 1 FROM traces o WHERE o.execution_id = v.exec_id)
-                THEN v.exec_id ELSE v.hex END,
+    SELECT v.tid, v.wf, {_EXECUTION_ID},
            coalesce(root.started_at, first_span.started_at, v.started_at),
            root.completed_at,
-           CASE WHEN root.status IS NULL THEN 'running'
-                WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
-                ELSE 'completed' END,
+           {_TRACE_STATUS},
            coalesce(root.duration_ms, 0),
-           LEAST(coalesce(cost.total, 0), 9999.999999),
-           coalesce(tok.tokens, '{{}}'::jsonb),
+           {_TOTAL_COST},
+           {_TOTAL_TOKENS},
            root.error,
-           CASE WHEN v.q_rank IS NOT NULL THEN v.q END,
-           CASE WHEN v.usr_rank IS NOT NULL THEN (SELECT p.id FROM profiles p WHERE p.id = v.usr_uuid) END,
-           v.meta
-             || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
-             || CASE WHEN v.usr_rank IS NOT NULL THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
-             || jsonb_build_object('sources',
-                    jsonb_build_object('workflow_id',
-                        jsonb_build_object('rank', v.wf_rank, 'attribute', v.wf_src))
-                    || CASE WHEN v.q_rank IS NOT NULL THEN jsonb_build_object('query',
-                           jsonb_build_object('rank', v.q_rank, 'at', v.q_at, 'attribute', v.q_src))
-                           ELSE '{{}}'::jsonb END
-                    || CASE WHEN v.usr_rank IS NOT NULL THEN jsonb_build_object('user',
-                           jsonb_build_object('rank', v.usr_rank, 'attribute', v.usr_src))
-                           ELSE '{{}}'::jsonb END)
+           CASE WHEN {_NEW_Q_WINS} THEN v.q END,
+           CASE WHEN {_NEW_USR_WINS} THEN (SELECT p.id FROM profiles p WHERE p.id = v.usr_uuid) END,
+           v.meta || {_won_metadata("true", _NEW_Q_WINS, _NEW_USR_WINS, "'{}'::jsonb")}
     FROM v
     LEFT JOIN cost ON cost.trace_id = v.tid
     LEFT JOIN tok ON tok.trace_id = v.tid
@@ -295,19 +320,12 @@ WHERE p.span_id = v.pid
   AND NOT (v.children <@ p.child_spans AND v.max_retry <= p.retry_count AND p.api_limits @> v.limits)
 """
 
+#: The sources a stored trace recorded so far (candidates that won before).
+_STORED_SOURCES = "coalesce(t.metadata -> 'sources', '{}'::jsonb)"
+
 RECOMPUTE_TRACES = f"""
 WITH {TRACE_DELTAS},
-{_STORED_LEAF_TOTALS}root AS (
-    SELECT DISTINCT ON (trace_id) trace_id, status, started_at, completed_at, duration_ms, error
-    FROM spans
-    WHERE trace_id IN (SELECT tid FROM v) AND parent_span_id IS NULL AND status <> 'pending'
-    ORDER BY trace_id, started_at
-),
-first_span AS (
-    SELECT trace_id, min(started_at) AS started_at FROM spans
-    WHERE trace_id IN (SELECT tid FROM v) GROUP BY trace_id
-),
-cur AS (
+{_STORED_LEAF_TOTALS}{_root_and_first_span("spans", _STORED_SCOPE)}cur AS (
     SELECT t.trace_id,
            v.wf_rank < coalesce((t.metadata #>> '{{sources,workflow_id,rank}}')::int, {_MAX}) AS wf_wins,
            (v.q_rank, v.q_at) < (coalesce((t.metadata #>> '{{sources,query,rank}}')::int, {_MAX}),
@@ -317,11 +335,9 @@ cur AS (
     FROM traces t JOIN v ON v.tid = t.trace_id
 )
 UPDATE traces t SET
-    total_cost = LEAST(coalesce(cost.total, 0), 9999.999999),
-    total_tokens = coalesce(tok.tokens, '{{}}'::jsonb),
-    status = CASE WHEN root.status IS NULL THEN 'running'
-                  WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
-                  ELSE 'completed' END,
+    total_cost = {_TOTAL_COST},
+    total_tokens = {_TOTAL_TOKENS},
+    status = {_TRACE_STATUS},
     started_at = coalesce(root.started_at, first_span.started_at, t.started_at),
     completed_at = root.completed_at,
     total_duration_ms = coalesce(root.duration_ms, 0),
@@ -338,16 +354,7 @@ UPDATE traces t SET
         || CASE WHEN v.meta ? 'resources' THEN jsonb_build_object('resources',
                (v.meta -> 'resources') || coalesce(t.metadata -> 'resources', '{{}}'::jsonb))
            ELSE '{{}}'::jsonb END
-        || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
-        || CASE WHEN cur.usr_wins THEN jsonb_build_object('user', v.usr) ELSE '{{}}'::jsonb END
-        || jsonb_build_object('sources', coalesce(t.metadata -> 'sources', '{{}}'::jsonb)
-            || CASE WHEN cur.wf_wins THEN jsonb_build_object('workflow_id',
-                   jsonb_build_object('rank', v.wf_rank, 'attribute', v.wf_src)) ELSE '{{}}'::jsonb END
-            || CASE WHEN cur.q_wins THEN jsonb_build_object('query',
-                   jsonb_build_object('rank', v.q_rank, 'at', v.q_at, 'attribute', v.q_src))
-                   ELSE '{{}}'::jsonb END
-            || CASE WHEN cur.usr_wins THEN jsonb_build_object('user',
-                   jsonb_build_object('rank', v.usr_rank, 'attribute', v.usr_src)) ELSE '{{}}'::jsonb END)
+        || {_won_metadata("cur.wf_wins", "cur.q_wins", "cur.usr_wins", _STORED_SOURCES)}
 FROM v
 JOIN cur ON cur.trace_id = v.tid
 LEFT JOIN cost ON cost.trace_id = v.tid
@@ -362,8 +369,8 @@ RECOMPUTE_TOTALS = f"""
 WITH v AS (SELECT DISTINCT unnest(%(tid)s::uuid[]) AS tid),
 {_STORED_LEAF_TOTALS.rstrip().rstrip(",")}
 UPDATE traces t SET
-    total_cost = LEAST(coalesce(cost.total, 0), 9999.999999),
-    total_tokens = coalesce(tok.tokens, '{{}}'::jsonb),
+    total_cost = {_TOTAL_COST},
+    total_tokens = {_TOTAL_TOKENS},
     metadata = t.metadata || jsonb_build_object('model_calls', coalesce(cost.calls, 0))
 FROM v
 LEFT JOIN cost ON cost.trace_id = v.tid
