@@ -549,7 +549,7 @@ def _events_metadata(events: Sequence[Event]) -> list[dict[str, Any]]:
 def _trace_hints(
     span: ReadableSpan,
     attrs: Attrs,
-    resource: Attrs,
+    resource: _ResourceView,
     is_root: bool,
     span_type: str,
     inputs: dict[str, Any],
@@ -557,7 +557,7 @@ def _trace_hints(
 ) -> TraceHints:
     plan = plan or key_plan(attrs)
     ctx = span.context
-    service = str(resource.get("service.name") or "unknown_service")
+    service = resource.service
     n = len(cv.WORKFLOW_ATTRS)
     workflow: tuple[int, str, str] = (n + 1, service, "service.name")
     for name, root_only in plan.only(cv.WORKFLOW_ATTRS):
@@ -608,9 +608,8 @@ def _trace_hints(
             break
     if user is not None:
         meta["user"] = user[1]
-    from_resource = _resource_hints(resource)
     # most spans add nothing to what their resource says: share its (read-only) dict
-    meta = {**from_resource, **meta} if meta else from_resource
+    meta = {**resource.hints, **meta} if meta else resource.hints
     return TraceHints(
         trace_id=trace_uuid(ctx.trace_id),
         trace_hex=trace_hex(ctx.trace_id),
@@ -628,58 +627,49 @@ def _trace_hints(
 #: keeps fewer objects alive for the garbage collector to walk.
 NO_HINTS: dict[str, Any] = {}
 
-_RESOURCE_CACHE: dict[int, tuple[Any, dict[str, Any]]] = {}
-_RESOURCE_HINTS: dict[int, tuple[Attrs, dict[str, Any]]] = {}
+@dataclass(frozen=True, slots=True)
+class _ResourceView:
+    """What the mapping reads from one ``Resource``, worked out once per Resource object."""
+
+    #: the resource attributes, JSON-ready
+    attributes: dict[str, Any]
+    #: the part every span row keeps in ``metadata.resource`` (``conventions.SPAN_RESOURCE_KEYS``)
+    on_span: dict[str, Any]
+    #: what it tells the trace (read only, shared): session, environment and release (a span's own
+    #: attributes win), and the whole resource under ``resources`` by service name
+    hints: dict[str, Any]
+
+    @property
+    def service(self) -> str:
+        return str(self.attributes.get("service.name") or "unknown_service")
 
 
-def _resource_hints(resource: Attrs) -> dict[str, Any]:
-    """What the resource tells the trace: session, environment and release (a span's own
-    attributes win), and the whole resource, under ``resources`` by service name (a span row keeps
-    only the ``SPAN_RESOURCE_KEYS``)."""
-    hit = _RESOURCE_HINTS.get(id(resource))
-    if hit is not None and hit[0] is resource:
-        return hit[1]
-    hints: dict[str, Any] = {}
-    if resource:
-        hints["resources"] = {str(resource.get("service.name") or "unknown_service"): resource}
-    for key, names in cv.TRACE_METADATA_ATTRS:
-        value = _first_str(resource, names)[0]
-        if value is not None:
-            hints[key] = value
-    if len(_RESOURCE_HINTS) > 64:
-        _RESOURCE_HINTS.clear()
-    _RESOURCE_HINTS[id(resource)] = (resource, hints)
-    return hints
+_NO_RESOURCE = _ResourceView({}, {}, {})
+_RESOURCES: dict[int, tuple[Any, _ResourceView]] = {}
 
 
-_SPAN_RESOURCE: dict[int, tuple[Attrs, dict[str, Any]]] = {}
-
-
-def _span_resource(resource: Attrs) -> dict[str, Any]:
-    """The part of the resource every span row keeps (``conventions.SPAN_RESOURCE_KEYS``)."""
-    hit = _SPAN_RESOURCE.get(id(resource))
-    if hit is not None and hit[0] is resource:
-        return hit[1]
-    part = {k: resource[k] for k in cv.SPAN_RESOURCE_KEYS if k in resource}
-    if len(_SPAN_RESOURCE) > 64:
-        _SPAN_RESOURCE.clear()
-    _SPAN_RESOURCE[id(resource)] = (resource, part)
-    return part
-
-
-def _resource_attributes(span: ReadableSpan) -> dict[str, Any]:
-    """A span's resource attributes as JSON-ready data; computed once per Resource object."""
+def _resource_view(span: ReadableSpan) -> _ResourceView:
+    """The span's ``_ResourceView``, cached per Resource object (a process has a few)."""
     resource = span.resource
     if resource is None:
-        return {}
-    hit = _RESOURCE_CACHE.get(id(resource))
+        return _NO_RESOURCE
+    hit = _RESOURCES.get(id(resource))
     if hit is not None and hit[0] is resource:
         return hit[1]
     attributes = {k: jsonable(v) for k, v in resource.attributes.items()}
-    if len(_RESOURCE_CACHE) > 64:
-        _RESOURCE_CACHE.clear()
-    _RESOURCE_CACHE[id(resource)] = (resource, attributes)
-    return attributes
+    hints: dict[str, Any] = {}
+    if attributes:
+        hints["resources"] = {str(attributes.get("service.name") or "unknown_service"): attributes}
+    for key, names in cv.TRACE_METADATA_ATTRS:
+        value = _first_str(attributes, names)[0]
+        if value is not None:
+            hints[key] = value
+    on_span = {k: attributes[k] for k in cv.SPAN_RESOURCE_KEYS if k in attributes}
+    view = _ResourceView(attributes, on_span, hints)
+    if len(_RESOURCES) > 64:
+        _RESOURCES.clear()
+    _RESOURCES[id(resource)] = (resource, view)
+    return view
 
 
 _KIND_NAMES = {kind: kind.name for kind in SpanKind}
@@ -716,7 +706,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         raise ValueError("span has no context")
     attrs = _attributes_of(span)
     plan = key_plan(attrs)
-    resource = _resource_attributes(span)
+    resource = _resource_view(span)
     parent = span.parent
     is_root = parent is None
     events = _sequence_of(span, "_events", "events")
@@ -765,8 +755,8 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     }
     if remaining:
         metadata["attributes"] = remaining
-    if resource:
-        metadata["resource"] = _span_resource(resource)
+    if resource.attributes:
+        metadata["resource"] = resource.on_span
     event_list = _events_metadata(events)
     if event_list:
         metadata["events"] = event_list
