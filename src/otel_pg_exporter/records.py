@@ -156,14 +156,14 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
         metadata["cost"]["status"] = "invalid"
     notes: dict[str, Any] = {"cost": cost_note} if cost_note else {}
     row = None if notes else _fast_row(record, cost, limits)
-    sanitized = False
+    sanitized, span_type = False, record.span_type
     if row is None:
-        row, sanitized = _checked_row(record, cost, limits, notes)
+        row, span_type, sanitized = _checked_row(record, cost, limits, notes)
     return EncodedSpan(
         span_id=record.span_id,
         trace_id=record.trace_id,
         parent_span_id=record.parent_span_id,
-        span_type=record.span_type if not sanitized else orjson.loads(row)["span_type"],
+        span_type=span_type,
         name=record.name,
         started_at=record.started_at,
         retry_count=record.retry_count if type(record.retry_count) is int else 0,
@@ -233,9 +233,9 @@ def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:
 
 def _checked_row(
     record: SpanRecord, cost: Decimal, limits: Limits, notes: dict[str, Any]
-) -> tuple[str, bool]:
+) -> tuple[str, str, bool]:
     """The row column by column, each value fixed to fit and each change noted in
-    ``metadata.sanitized``. Returns the row and whether anything was noted."""
+    ``metadata.sanitized``. Returns the row, its (fixed) span type, and whether anything was noted."""
     cap = limits.max_payload_chars
     scrub = limits.scrub
 
@@ -288,7 +288,7 @@ def _checked_row(
         metadata["sanitized"] = notes
     meta = _encode_metadata(metadata, cap)
     values["metadata"] = scrub_json_text(scrub, meta) if scrub is not None else meta
-    return row_json(values), bool(notes)
+    return row_json(values), values["span_type"], bool(notes)
 
 
 def row_json(values: dict[str, Any]) -> str:
