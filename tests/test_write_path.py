@@ -246,3 +246,19 @@ def test_what_a_column_or_the_trace_holds_is_not_repeated_per_span(db_dsn: str) 
     assert resources["web-svc"]["deployment.environment"] == "prod"
     assert resources["worker-svc"]["host.name"] == "worker-7"  # added by the second batch
     assert trace_meta["environment"] == "prod"
+
+
+def test_a_cost_breakdown_stays_in_the_attributes(db_dsn: str) -> None:
+    """Only scalars a column holds as they were leave ``metadata.attributes``: a Langfuse cost
+    breakdown (input/output parts) is not in any column, so it stays."""
+    from otel_pg_exporter.mapping import map_span
+
+    capture = Capture()
+    details = json.dumps({"input": 0.001, "output": 0.002, "total": 0.003})
+    with capture.tracer.start_as_current_span(
+        "chat", attributes={**chat_attributes(10, 2), "langfuse.observation.cost_details": details}
+    ):
+        pass
+    (record,) = (map_span(s) for s in capture.take())
+    assert record.cost == 0.003 and record.metadata["cost"]["source"] == "langfuse.observation.cost_details"
+    assert record.metadata["attributes"]["langfuse.observation.cost_details"] == details

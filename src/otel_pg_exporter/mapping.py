@@ -744,7 +744,9 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     if scope is not None:
         metadata["otel"]["scope"] = {"name": scope.name, "version": scope.version}
     request_model, request_model_source = _first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
-    for source in (model_source, request_model_source, cost_source):
+    # a scalar read into a column as it was; a JSON breakdown (Langfuse cost details) stays
+    scalar_cost = cost_source if cost_source != cv.LANGFUSE_COST_ATTR else None
+    for source in (model_source, request_model_source, scalar_cost):
         if source is not None and source in attrs:
             in_columns.add(source)
     if provider_source is not None and attrs.get(provider_source) == provider:
