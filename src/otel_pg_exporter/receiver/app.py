@@ -45,6 +45,9 @@ MAX_INFLIGHT = 8
 RETRY_AFTER_S = 5
 #: How long a readiness answer is reused, in seconds (probes come every few seconds).
 READY_CACHE_S = 2.0
+#: What a request body may take in the spool, per byte (a generous bound: the spool stores the
+#: encoded rows, zlib-compressed, which are larger than the protobuf they came from).
+SPOOLED_BYTES_PER_BODY_BYTE = 4
 #: Migration states (``schema_status``) that mean the tables cannot take spans yet.
 NOT_READY_STATES = frozenset({"pending", "changed"})
 
@@ -176,7 +179,7 @@ class Gateway:
             return self._refuse(400, str(exc), answer_as, kind)
         unit = "spans" if kind == "traces" else "log_records"
         self.count(f"{unit}_rejected", decoded.rejected)
-        if decoded.items and self.spool_cannot_take(len(body) * 4):
+        if decoded.items and self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
             return self._retry_later(503, "database down and the spool is full", answer_as, kind)
         if not self._slots.acquire(blocking=False):
             return self._retry_later(429, "too many batches in flight", answer_as, kind)

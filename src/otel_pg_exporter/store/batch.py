@@ -73,10 +73,9 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def trace_document(deltas: Sequence[Hinted], limits: Limits) -> tuple[list[dict[str, Any]], str]:
-    """Trace rows and their document for items that only hint at traces (log fragments)."""
-    rows = trace_rows(trace_deltas(deltas), limits, explicit_ids=False)
-    return rows, dumps(rows)
+def trace_document(deltas: Sequence[Hinted], limits: Limits) -> str:
+    """The ``%(traces)s`` document for items that only hint at traces (log fragments)."""
+    return dumps(trace_rows(trace_deltas(deltas), limits, explicit_ids=False))
 
 
 def placeholder_row(trace_id: Any, span_id: Any, trace_hex: str, span_hex: str | None) -> dict[str, Any]:

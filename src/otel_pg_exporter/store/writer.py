@@ -217,7 +217,7 @@ class SpanWriter:
         """Log fragments into span rows: lock the traces, make sure trace and span rows exist
         (placeholders until the span arrives), merge under the row locks, refresh the traces."""
         hinted = [_FragmentHints(fragment_hints(f), ns_to_datetime(f.first_ns)) for f in fragments]
-        _, traces = trace_document(hinted, self._limits)
+        traces = trace_document(hinted, self._limits)
         placeholders: list[dict[str, Any]] = []
         by_span: dict[Any, list[LogFragment]] = defaultdict(list)
         for f in fragments:
