@@ -227,7 +227,7 @@ class PostgresSpanExporter(SpanExporter):
             settings = self.user_observability(set(users.values()))
             glob = self._limits.capture_content
             flipped = {tid for tid, uid in users.items() if content_allowed(glob, settings.get(uid)) != glob}
-            for i, row in enumerate(encoded):
+            for i, row in enumerate(encoded if flipped else ()):
                 if row.trace_id in flipped:
                     again: list[EncodedSpan] = []
                     record, error = self._mapped(origin[i])
