@@ -136,13 +136,16 @@ def free_port() -> int:
 
 
 class Served:
-    """An ASGI app served by uvicorn on a free local port, in a thread of the test process."""
+    """An ASGI app served on a free local port, in a thread of the test process, as the commands
+    serve it (``serving.server_config``: Host allow-list without a token, header deadline, caps)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, token: str | None = None, **options: Any) -> None:
         import uvicorn
 
+        from otel_pg_exporter.serving import server_config
+
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, token=token, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 15

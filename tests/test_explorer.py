@@ -200,7 +200,7 @@ def test_json_api(site, data) -> None:
 
 def test_a_token_guards_every_request(data) -> None:
     store = TraceStore(data["dsn"])
-    served = Served(create_app(store, token="s3cret-token"))
+    served = Served(create_app(store, token="s3cret-token"), token="s3cret-token")
     try:
         status, headers, body = _get(served.url + "/")
         assert (

@@ -34,9 +34,9 @@ from support import Capture, Served, chat_attributes, free_port, messages
 class Running(Served):
     """A gateway served on 127.0.0.1, in a thread of the test process."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, token: str | None = None) -> None:
         self.gateway = gateway
-        super().__init__(create_app(gateway))
+        super().__init__(create_app(gateway), token=token)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def serve() -> Iterator[Callable[..., Running]]:
 
     def start(dsn: str, **kwargs: Any) -> Running:
         kwargs.setdefault("spool_dir", "off")
-        served = Running(Gateway(dsn, **kwargs))
+        served = Running(Gateway(dsn, **kwargs), token=kwargs.get("token"))
         running.append(served)
         return served
 
@@ -244,10 +244,27 @@ def test_health_and_readiness(db_dsn: str, empty_db: str, serve: Callable[..., R
     assert _get(f"{ready.url}/healthz") == (200, {"status": "ok"})
     status, answer = _get(f"{ready.url}/readyz")
     assert status == 200 and answer["ready"] is True
+    assert answer == {"ready": True}  # no reason for anyone: it is in /stats
     not_ready = serve(empty_db)  # no schema installed
     status, answer = _get(f"{not_ready.url}/readyz")
-    assert status == 503 and answer["ready"] is False and "not applied" in answer["reason"]
+    assert status == 503 and answer == {"ready": False}
+    assert "not applied" in _get(f"{not_ready.url}/stats")[1]["ready"]["reason"]
     assert _get(f"{not_ready.url}/healthz")[0] == 200
+    # with a token, /readyz gives the reason to whoever holds it, and names no database
+    guarded = serve(empty_db, token="s3cret-token")
+    status, answer = _get(f"{guarded.url}/readyz")
+    assert status == 503 and answer == {"ready": False}
+    request = urllib.request.Request(f"{guarded.url}/readyz", headers={"Authorization": "Bearer s3cret-token"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("expected 503")
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read())
+    assert "not applied" in detail["reason"] and detail["quarantine_spans"] == 0
+    unreachable = serve("postgresql://nobody@127.0.0.1:1/secretdb")
+    assert _get(f"{unreachable.url}/readyz") == (503, {"ready": False})
+    reason = _get(f"{unreachable.url}/stats")[1]["ready"]["reason"]
+    assert reason == "database unreachable" and "secretdb" not in reason and "nobody" not in reason
 
 
 def test_outage_spooled_then_replayed_or_refused_for_a_retry(

@@ -14,6 +14,7 @@ import psycopg
 from .dsn import describe, redact, resolve_dsn, safe_message
 from .errors import OtelPgError
 from .schema import install_schema, schema_status
+from .serving import MAX_CONNECTIONS, is_loopback, serve
 
 EXIT_ERROR = 1
 
@@ -23,6 +24,53 @@ def _dsn_help() -> str:
         "PostgreSQL connection string; default: $OTEL_EXPORTER_POSTGRES_DSN, else $DATABASE_URL, "
         "else libpq's PG* variables"
     )
+
+
+def _add_dsn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        help=_dsn_help() + " (a password here is visible to every local user: "
+        "prefer the environment or --dsn-file)",
+    )
+    parser.add_argument(
+        "--dsn-file", metavar="FILE", help="read the connection string from this file (mode 600)"
+    )
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, then take secrets from files (``--dsn-file``, ``--token-file``) and warn, once, about a
+    password or token given in ``argv`` (``ps`` shows it to every local user)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from .serving import read_secret_file
+
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    try:
+        if getattr(args, "dsn_file", None):
+            args.dsn = read_secret_file(args.dsn_file)
+        elif getattr(args, "dsn", None):
+            try:
+                has_password = bool(conninfo_to_dict(args.dsn).get("password"))
+            except psycopg.Error:
+                has_password = ":" in args.dsn.split("@", 1)[0].split("//", 1)[-1]
+            if has_password:
+                print(
+                    f"{prog}: warning: --dsn holds a password, visible to every local user in the "
+                    "process list; use OTEL_EXPORTER_POSTGRES_DSN or --dsn-file",
+                    file=sys.stderr,
+                )
+        if getattr(args, "token_file", None):
+            args.token = read_secret_file(args.token_file)
+        elif getattr(args, "token_in_argv", False):
+            print(
+                f"{prog}: warning: --token is visible to every local user in the process list; use "
+                "the environment variable or --token-file",
+                file=sys.stderr,
+            )
+    except OSError as exc:
+        parser.error(f"cannot read a secret file: {exc.strerror or exc}")
+    return args
 
 
 def _add_schema(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +101,7 @@ def install_schema_main(argv: Sequence[str] | None = None) -> int:
         prog=prog,
         description="Create or upgrade the traces/spans schema (idempotent, safe to run concurrently).",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     parser.add_argument(
         "--rls",
         action="store_true",
@@ -65,7 +113,7 @@ def install_schema_main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--status", action="store_true", help="list migrations and whether they are applied")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     _add_schema(parser)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
         if args.status:
@@ -121,7 +169,7 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
         description="Recompute computed (never provided) span costs with current prices, "
         "in chunks, and re-derive the affected trace totals. Idempotent.",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     parser.add_argument("--since", type=_date, help="only spans started at or after this date (UTC)")
     parser.add_argument("--until", type=_date, help="only spans started before this date (UTC)")
     parser.add_argument(
@@ -130,7 +178,7 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=5000, help="spans per transaction (default 5000)")
     parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     _add_schema(parser)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
         pricer = Pricer(load_custom_prices(args.prices or os.environ.get("OTEL_EXPORTER_POSTGRES_PRICES")))
@@ -164,14 +212,14 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description="LLM spend: history, forecast, top spenders, unpriced models and budgets."
     )
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     parser.add_argument("--days", type=int, default=30, help="history window in days (default 30)")
     parser.add_argument("--horizon", type=int, default=14, help="forecast days (default 14)")
     parser.add_argument("--as-of", type=_date, help="report as of this date (default today, UTC)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with the chart")
     _add_schema(parser)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     try:
         report = build_report(
@@ -205,7 +253,7 @@ def cleanup_main(argv: Sequence[str] | None = None) -> int:
         "retention_days), completed, failed or cancelled, and stale running/pending ones, in short "
         "chunks that never block exporters. The seed's cleanup_old_traces() is left as it was.",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     parser.add_argument(
         "--days", type=int, default=90, help="retention for users without their own (default 90)"
     )
@@ -221,7 +269,7 @@ def cleanup_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-chunks", type=int, help="stop after this many chunks (the next run goes on)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be removed; remove nothing")
     _add_schema(parser)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     if args.days < 1 or args.chunk < 1 or args.grace_hours < 0:
         return _fail(prog, "--days and --chunk must be at least 1, --grace-hours not negative", dsn)
@@ -265,7 +313,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
         "the exporter role, table health, stuck traces, unpriced models, budgets, retention and server "
         "settings. Read-only; exit 0 when healthy, 1 on warnings, 2 on problems.",
     )
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     _add_schema(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument(
@@ -275,7 +323,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
         help="running traces / placeholders older than this are stuck",
     )
     parser.add_argument("--recent-days", type=int, default=7, help="window for unpriced models (default 7)")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     findings = diagnose(
         args.dsn,
         schema=args.schema,
@@ -287,24 +335,30 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
     return exit_code(findings)
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _add_server(parser: argparse.ArgumentParser, *, port: int, token_env: str, token_help: str) -> None:
     """The options every serving command takes: database, schema, address, port, token."""
-    parser.add_argument("--dsn", help=_dsn_help())
+    _add_dsn(parser)
     _add_schema(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=port, help=f"port (default {port})")
-    parser.add_argument("--token", default=os.environ.get(token_env), help=token_help)
+    parser.add_argument("--token", action=_TokenInArgv, default=os.environ.get(token_env), help=token_help)
+    parser.add_argument("--token-file", metavar="FILE", help="read the token from this file (mode 600)")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="without a token only requests for 127.0.0.1, localhost, [::1] and the bound address are "
+        "answered (DNS rebinding); add a Host name to accept (repeatable)",
+    )
+
+
+class _TokenInArgv(argparse.Action):
+    """``--token`` given on the command line: noted, so ``_parse`` can warn about it."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        namespace.token = values
+        namespace.token_in_argv = True
 
 
 def ui_main(argv: Sequence[str] | None = None) -> int:
@@ -328,12 +382,12 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         "--as-role", default="authenticated", help="the role --as-user runs as (default authenticated)"
     )
     parser.add_argument("--statement-timeout-ms", type=int, default=5000, help="per query (default 5000)")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
-    if not _loopback(args.host) and not args.token:
+    if not is_loopback(args.host) and not args.token:
         return _fail(prog, f"refusing to listen on {args.host} without --token (or OTEL_PG_UI_TOKEN)", dsn)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (the extra's marker)
 
         from .explorer.app import create_app
         from .trace_store import TraceStore
@@ -352,7 +406,13 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         return _fail(prog, str(exc), dsn)
     print(f"{prog}: serving {describe(dsn)} on http://{args.host}:{args.port}/", flush=True)
     try:
-        uvicorn.run(create_app(store, token=args.token), host=args.host, port=args.port, log_level="warning")
+        serve(
+            create_app(store, token=args.token),
+            args.host,
+            args.port,
+            token=args.token,
+            allow_hosts=args.allow_host,
+        )
     finally:
         store.close()
     return 0
@@ -382,11 +442,20 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         "--max-body-mb", type=float, default=16.0, help="largest request body, decompressed (default 16)"
     )
     parser.add_argument(
-        "--max-inflight", type=int, default=8, help="batches written at once; more get 429 (default 8)"
+        "--max-inflight",
+        type=int,
+        default=8,
+        help="batches read and written at once; more get 429 (default 8)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help=f"open connections; more are answered 503 (default {MAX_CONNECTIONS})",
+    )
+    args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
-    if not _loopback(args.host) and not args.token and not args.allow_unauthenticated:
+    if not is_loopback(args.host) and not args.token and not args.allow_unauthenticated:
         return _fail(
             prog,
             f"refusing to listen on {args.host} without --token (or OTEL_PG_GATEWAY_TOKEN, or "
@@ -394,7 +463,7 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
             dsn,
         )
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (the extra's marker)
 
         from .receiver.app import Gateway, create_app
     except ImportError:
@@ -415,7 +484,14 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: not ready yet ({why}); /readyz says so until it is", file=sys.stderr, flush=True)
     url = f"http://{args.host}:{args.port}"
     print(f"{prog}: storing into {describe(dsn)}; OTLP/HTTP on {url}/v1/traces and {url}/v1/logs", flush=True)
-    uvicorn.run(create_app(gateway), host=args.host, port=args.port, log_level="warning")
+    serve(
+        create_app(gateway),
+        args.host,
+        args.port,
+        token=args.token,
+        allow_hosts=args.allow_host,
+        max_connections=args.max_connections,
+    )
     return 0
 
 

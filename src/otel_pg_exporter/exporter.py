@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._fork import on_fork_in_child
 from .conventions import MODEL_CALL_TYPES
-from .delivery import Delivery, ExporterTelemetry
+from .delivery import Delivered, Delivery, ExporterTelemetry, Outcome
 from .delivery.forward import Forwarder, spans_by_trace
 from .delivery.spool import Spool
 from .dsn import safe_message
@@ -109,28 +109,31 @@ class PostgresSpanExporter(SpanExporter):
     # -- SpanExporter API --------------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.export_with_outcome(spans)[0]
+        return self.export_with_outcome(spans).result
 
-    def export_with_outcome(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
-        """``export()``, and what became of the batch: ``stored`` (committed), ``spooled`` (in the
-        durable spool, the database being down), ``empty`` or ``failure`` (lost, counted)."""
+    def export_with_outcome(self, spans: Sequence[ReadableSpan]) -> Delivered:
+        """``export()``, and what became of the batch (``delivery.Delivered``): ``outcome`` is
+        ``stored`` (committed), ``spooled`` (in the durable spool, the database being down),
+        ``empty`` or ``failure`` (lost, counted); ``refused`` counts the spans the database refused
+        even alone (set aside in the quarantine, or dropped without a spool)."""
         if self.delivery.closed:
-            return SpanExportResult.FAILURE, "failure"
+            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         started = time.perf_counter()
         count = len(spans)
         self._telemetry.inflight(count)
-        outcome = "failure"
+        outcome = Outcome.FAILURE
         try:
-            result, outcome = self._export(spans)
-            return result, outcome
+            delivered = self._export(spans)
+            outcome = delivered.outcome
+            return delivered
         except Exception as exc:  # never raise into the SDK
             self._telemetry.add("failed_batches", 1)
             self._telemetry.add("dropped", count, reason="internal_error")
             self.delivery.state.set("export failed", safe_message(exc, self.settings.dsn))
-            return SpanExportResult.FAILURE, "failure"
+            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         finally:
             self._telemetry.inflight(-count)
-            self._telemetry.export_duration(time.perf_counter() - started, outcome)
+            self._telemetry.export_duration(time.perf_counter() - started, outcome.value)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced).
@@ -361,12 +364,12 @@ class PostgresSpanExporter(SpanExporter):
             )
         return record
 
-    def _export(self, spans: Sequence[ReadableSpan]) -> tuple[SpanExportResult, str]:
+    def _export(self, spans: Sequence[ReadableSpan]) -> Delivered:
         encoded, users, settings = self._encode(spans)
         if self._forwarder is not None:
             self._forward(spans, users, settings)
         if not encoded:
-            return SpanExportResult.SUCCESS, "empty"
+            return Delivered(SpanExportResult.SUCCESS, Outcome.EMPTY)
         return self.delivery.deliver(list(encoded))
 
     def deliver_log_fragments(self, fragments: Sequence[LogFragment]) -> bool:
@@ -375,8 +378,7 @@ class PostgresSpanExporter(SpanExporter):
         if self.delivery.closed:
             return False
         try:
-            result, _ = self.delivery.deliver(list(fragments))
-            return result is SpanExportResult.SUCCESS
+            return self.delivery.deliver(list(fragments)).durable
         except Exception as exc:
             self._telemetry.add("failed_batches", 1)
             self.delivery.state.set("log export failed", safe_message(exc, self.settings.dsn))

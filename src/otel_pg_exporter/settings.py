@@ -49,6 +49,8 @@ class ExporterSettings:
     #: live spans: a span still open after ``live_delay_s`` gets a ``running`` row (``live``)
     live: bool = False
     live_delay_s: float = 2.0
+    #: at most this many traces (advisory locks) per write transaction; larger batches are chunked
+    max_traces_per_transaction: int = 500
 
     @property
     def spool_enabled(self) -> bool:
@@ -118,6 +120,7 @@ _OPTIONS: dict[str, tuple[str, type]] = {
     "forward": ("FORWARD", bool),
     "live": ("LIVE", bool),
     "live_delay_s": ("LIVE_DELAY", float),
+    "max_traces_per_transaction": ("MAX_TRACES_PER_TRANSACTION", int),
 }
 
 

@@ -6,7 +6,7 @@ format), ``forward`` (copies to a user's LangSmith / Langfuse), ``telemetry`` (c
 OpenTelemetry metrics about the exporter itself).
 """
 
-from .delivery import Delivery
+from .delivery import Delivered, Delivery, Outcome
 from .telemetry import ExporterTelemetry
 
-__all__ = ["Delivery", "ExporterTelemetry"]
+__all__ = ["Delivered", "Delivery", "ExporterTelemetry", "Outcome"]

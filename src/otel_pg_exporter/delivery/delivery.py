@@ -1,11 +1,16 @@
 """``Delivery``: encoded batches → the store, with retries, the durable spool and its replay.
 
-``deliver()`` writes a batch through ``store.SpanWriter``. Connection-class errors are retried with
-exponential backoff and jitter within the export timeout; past it the batch goes to the durable
-spool and the call reports success, so the SDK queue keeps draining. While the database is known to
-be down, batches go to the spool at once (no waiting), and a background replayer probes the database
-and drains the spool, oldest first, through the same idempotent writer. It never raises for a
-database problem, and each state change is logged once.
+``deliver()`` writes a batch through ``store.SpanWriter`` and reacts to a failure by its class
+(``failures.classify``, one SQLSTATE table): the database down, or a transaction conflict, is
+retried with exponential backoff and jitter within the export timeout; past it the batch goes to the
+durable spool and the call reports success, so the SDK queue keeps draining. While the database is
+known to be down, batches go to the spool at once (no waiting), and a background replayer probes the
+database and drains the spool, oldest first, through the same idempotent writer; new batches go to
+the database again as soon as it answers, whatever the spool still holds. A refusal that will recur
+(out of shared memory, a statement timeout) is split by the writer; what it refuses even alone is
+set aside in the quarantine (``otel-pg-spool`` replays it), never retried in line. A spool record
+that keeps failing while the database answers is set aside too, so the replay never stops the
+line. It never raises for a database problem, and each state change is logged once.
 
 It owns the connection pool (renewed when it is stuck in its reconnect backoff, or when a pooler
 refuses prepared statements), the spool and the replayer thread; ``close()`` drains the spool until
@@ -15,11 +20,13 @@ a deadline and closes them; ``after_fork()`` gives a forked child its own.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import threading
 import time
-from pathlib import Path
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -27,25 +34,57 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from psycopg_pool import ConnectionPool
 
 from ..dsn import describe, safe_message
+from ..failures import Failure, classify
 from ..records import Limits
 from ..settings import ExporterSettings
-from ..store import ContentPolicy, SpanWriter, WriteReport
-from .retry import (
-    ATTEMPT_MIN_S,
-    BACKOFF_MAX_S,
-    CONNECTION_ERRORS,
-    PREPARED_STATEMENT_ERRORS,
-    SETUP_ERRORS,
-    StateLog,
-    backoff,
+from ..store import ContentPolicy, SetAside, SpanWriter, WriteReport
+from .retry import ATTEMPT_MIN_S, StateLog, backoff
+from .spool import (
+    QUARANTINE,
+    Spool,
+    SpoolItem,
+    decode_payload,
+    iter_records,
+    spool_root,
+    summarize,
 )
-from .spool import Spool, SpoolItem, decode_payload, default_spool_root, iter_records
 from .telemetry import ExporterTelemetry
 
 logger = logging.getLogger("otel_pg_exporter")
 
 #: How often the replayer looks for spool segments left by other (crashed) processes.
 RESCAN_S = 30.0
+#: A spool record that failed this many times in a row while the database answered its probe is set
+#: aside (quarantined) instead of being tried again: it must not hold up the records behind it.
+REPLAY_ATTEMPTS_MAX = 3
+#: The spool holds data, the database answers, and nothing was replayed for this long: "not advancing".
+REPLAY_STALLED_S = 60.0
+
+
+class Outcome(str, enum.Enum):
+    """What became of a batch."""
+
+    STORED = "stored"  # committed (minus what was set aside, see ``Delivered.refused``)
+    SPOOLED = "spooled"  # in the durable spool: the database is down
+    EMPTY = "empty"  # nothing to write
+    FAILURE = "failure"  # lost, and counted
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The answer for the SDK (``result``), what became of the batch, and how many of its items
+    the database refused even alone (``refused``: quarantined, or dropped without a spool), with
+    the first reason."""
+
+    result: SpanExportResult
+    outcome: Outcome
+    refused: int = 0
+    reason: str | None = None
+
+    @property
+    def durable(self) -> bool:
+        """Every item is committed, spooled or quarantined (a success answer may be given)."""
+        return self.result is SpanExportResult.SUCCESS
 
 
 class Delivery:
@@ -82,6 +121,7 @@ class Delivery:
             transaction_timeout_s=s.timeout_s,
             schema=s.schema,
             content_policy=content_policy,
+            max_traces_per_transaction=s.max_traces_per_transaction,
         )
         self.state = StateLog(describe(s.dsn))
         self._closing = threading.Event()  # close() started: the replayer drains until its deadline
@@ -92,11 +132,16 @@ class Delivery:
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
         self._fork_orphans: list[Any] = []
+        self._set_aside_log = StateLog(describe(s.dsn))
+        self._record_failures: dict[tuple[str, int], int] = {}
+        self._progress_at = time.monotonic()  # the replay last advanced, or the spool was empty
         self.spool: Spool | None = None
+        self.quarantine: Spool | None = None
         if s.spool_enabled:
-            root = Path(s.spool_dir) if s.spool_dir else default_spool_root()
+            root = spool_root(s.spool_dir)
             try:
                 self.spool = Spool(root, s.dsn, s.spool_max_bytes)
+                self.quarantine = Spool(root, s.dsn, s.spool_max_bytes, folder=QUARANTINE)
             except OSError as exc:  # a read-only or missing volume must not stop the application
                 logger.error(
                     "otel-pg-exporter: spool directory %s is not usable (%s); running without a spool: "
@@ -105,6 +150,7 @@ class Delivery:
                     safe_message(exc),
                 )
                 self._telemetry.add("spool_unavailable", 1)
+                self.spool = self.quarantine = None
             if self.spool is not None and self.spool.has_data():  # left by an earlier process: replay it
                 self._start_replayer()
 
@@ -183,9 +229,9 @@ class Delivery:
         t.add("log_fragments_merged", report.merged)
         t.add("log_fragments_dropped", report.merge_dropped)
 
-    def deliver(self, items: list[SpoolItem]) -> tuple[SpanExportResult, str]:
-        """Write with retries within the export timeout; spool what cannot be written. Returns the
-        result for the SDK and the outcome (``stored``, ``spooled``, ``failure``)."""
+    def deliver(self, items: list[SpoolItem]) -> Delivered:
+        """Write with retries within the export timeout; spool what cannot be written now, set
+        aside what the database refuses even alone. Never raises for a database problem."""
         if self.spool is not None and self._db_down.is_set():
             return self._to_spool(items)
         timeout_s = self.settings.timeout_s
@@ -196,40 +242,76 @@ class Delivery:
             try:
                 # wait for a pooled connection for part of the budget, so there is time to retry
                 wait = max(0.1, min(remaining, max(ATTEMPT_MIN_S, timeout_s / 4)))
-                report = self.writer.write(items, timeout=wait)
-            except SETUP_ERRORS as exc:
-                return self._unreachable(items, exc, "database not ready (schema or grants)")
-            except PREPARED_STATEMENT_ERRORS as exc:
-                if not self._disable_prepared_statements(exc):
+                report = self.writer.write(items, timeout=wait, deadline=deadline)
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is Failure.NOT_READY:
+                    return self._unreachable(items, exc, "database not ready (schema or grants)")
+                if failure is Failure.POOLER and self._disable_prepared_statements(exc):
+                    continue  # the same batch, at once, on connections that prepare nothing
+                if failure in (Failure.DOWN, Failure.RETRY):
+                    delay = backoff(attempt)
+                    if deadline - time.monotonic() <= delay or self._closed.is_set():
+                        return self._unreachable(items, exc)
+                    attempt += 1
+                    self._telemetry.add("retried", 1)
+                    self._closed.wait(delay)
+                    continue
+                if failure is Failure.BUG:
                     raise
-                continue  # the same batch, at once, on connections that prepare nothing
-            except CONNECTION_ERRORS as exc:
-                delay = backoff(attempt)
-                if deadline - time.monotonic() <= delay or self._closed.is_set():
-                    return self._unreachable(items, exc)
-                attempt += 1
-                self._telemetry.add("retried", 1)
-                self._closed.wait(delay)
-                continue
+                # a refusal the writer could not split (or a pooler still refusing): set aside whole
+                report = WriteReport(set_aside=[SetAside(list(items), safe_message(exc, self.settings.dsn))])
             if self.state.state != "ok" and not self._db_down.is_set():
                 self.state.set("ok")
             self.record(report)
-            return SpanExportResult.SUCCESS, "stored"
+            refused, reason = self._set_aside(report.set_aside)
+            return Delivered(SpanExportResult.SUCCESS, Outcome.STORED, refused, reason)
+
+    def _set_aside(self, set_aside: list[SetAside]) -> tuple[int, str | None]:
+        """Batches the database refused even alone: into the quarantine (or dropped and counted
+        without a spool). Logged once per call, with the first error. Returns (items, first error)."""
+        if not set_aside:
+            return 0, None
+        count = sum(len(a.items) for a in set_aside)
+        traces = len({i.trace_id for a in set_aside for i in a.items})
+        first = set_aside[0].error
+        where = "dropped (no spool)"
+        if self.quarantine is not None:
+            try:
+                for aside in set_aside:
+                    dropped = self.quarantine.append(aside.items, aside.error)
+                    self._telemetry.add("dropped", dropped, reason="quarantine_full")
+                    self.quarantine.seal()  # readable by otel-pg-spool at once
+                self._telemetry.add("quarantined", count)
+                where = f"set aside in {self.quarantine.directory}"
+            except OSError as exc:
+                self._telemetry.add("dropped", count, reason="spool_error")
+                where = f"lost: the quarantine is not writable ({safe_message(exc)})"
+        else:
+            self._telemetry.add("dropped", count, reason="refused_by_database")
+        logger.error(
+            "otel-pg-exporter: the database refused %d items of %d traces even alone; %s: %s",
+            count,
+            traces,
+            where,
+            first,
+        )
+        return count, first
 
     def _unreachable(
         self, items: list[SpoolItem], exc: BaseException, what: str = "database unreachable"
-    ) -> tuple[SpanExportResult, str]:
+    ) -> Delivered:
         message = safe_message(exc, self.settings.dsn)
         if self.spool is None:
             self.state.set(f"{what}, spool off: batches are lost", message)
             self._telemetry.add("failed_batches", 1)
             self._telemetry.add("dropped", len(items), reason=what.split(" (")[0].replace(" ", "_"))
-            return SpanExportResult.FAILURE, "failure"
+            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         self.state.set(f"{what}, spooling to {self.spool.directory}", message)
         self._db_down.set()
         return self._to_spool(items)
 
-    def _to_spool(self, items: list[SpoolItem]) -> tuple[SpanExportResult, str]:
+    def _to_spool(self, items: list[SpoolItem]) -> Delivered:
         assert self.spool is not None
         try:
             dropped = self.spool.append(items)
@@ -237,12 +319,12 @@ class Delivery:
             self.state.set("spool not writable: batches are lost", safe_message(exc))
             self._telemetry.add("failed_batches", 1)
             self._telemetry.add("dropped", len(items), reason="spool_error")
-            return SpanExportResult.FAILURE, "failure"
+            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         self._telemetry.add("spooled", len(items))
         self._telemetry.add("dropped", dropped, reason="spool_full")
         self._start_replayer()
         self._wake.set()
-        return SpanExportResult.SUCCESS, "spooled"
+        return Delivered(SpanExportResult.SUCCESS, Outcome.SPOOLED)
 
     # -- replay ------------------------------------------------------------------------------------
 
@@ -274,10 +356,12 @@ class Delivery:
 
     def _replay_loop(self) -> None:
         assert self.spool is not None
-        attempt = 0
+        attempt = 0  # probes that failed in a row
+        failed = 0  # replay passes that failed in a row while the database answered
         while not self._stop_replaying():
             if not self.spool.has_data():
                 self._db_down.clear()
+                self._progress_at = time.monotonic()
                 if self._closing.is_set():
                     return
                 self._wake.wait(RESCAN_S)
@@ -294,22 +378,24 @@ class Delivery:
                 attempt += 1
                 continue
             attempt = 0
+            # The database answers: new batches go to it again at once, whatever the spool holds
+            # (every write is idempotent and order-independent); the spool drains behind them.
+            self._db_down.clear()
             self.spool.seal()  # our active segment becomes replayable
             try:
                 outcome = self._replay_segments()
-            except Exception as exc:  # e.g. the schema is not installed yet: keep the data, try later
+            except Exception as exc:  # not a database answer (those are classified per record)
                 self.state.set("replay failed, spool kept", safe_message(exc, self.settings.dsn))
                 outcome = "failed"
-                if not self._closing.is_set():
-                    self._closing.wait(BACKOFF_MAX_S)
             if outcome == "failed":
-                self._db_down.set()
+                failed += 1
+                if not self._closing.is_set():
+                    self._closing.wait(backoff(min(failed, 6)))
                 continue
+            failed = 0
             if outcome == "done" and not self.spool.has_data():
-                self._db_down.clear()
                 self.state.set("ok")
             elif outcome == "busy":  # the rest is held by live processes that replay it themselves
-                self._db_down.clear()
                 self._wake.wait(RESCAN_S)
                 self._wake.clear()
 
@@ -331,28 +417,51 @@ class Delivery:
                 for record in iter_records(f, path.name, skipped=self._count_corrupt):
                     try:
                         items = decode_payload(record.payload)
-                    except (ValueError, KeyError, TypeError) as exc:
+                    except (ValueError, KeyError, TypeError, zlib.error) as exc:
                         logger.warning(
                             "otel-pg-exporter: spool %s: unreadable record skipped: %s", path.name, exc
                         )
                         self._telemetry.add("dropped", record.span_count, reason="spool_corrupt")
                         continue
-                    try:
-                        report = self.writer.write(items, timeout=self.settings.timeout_s)
-                    except CONNECTION_ERRORS:
+                    written = self._replay_record((path.name, record.offset), items)
+                    if written is None:
                         return "failed"
-                    except PREPARED_STATEMENT_ERRORS as exc:  # the record stays: replayed again
-                        self._disable_prepared_statements(exc)
-                        return "failed"
-                    self.record(report, replayed=True)
-                    replayed += report.written
+                    replayed += written
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+                self._record_failures = {k: v for k, v in self._record_failures.items() if k[0] != path.name}
         if replayed:
             logger.warning(
                 "otel-pg-exporter: replay done: %d spooled spans stored (pid %d)", replayed, os.getpid()
             )
         return "busy" if busy else "done"
+
+    def _replay_record(self, key: tuple[str, int], items: list[SpoolItem]) -> int | None:
+        """Write one spool record: spans stored (or set aside), or None when it must stay in the
+        spool (the database is down or not ready). A record that keeps failing while the database
+        answers, or that fails for a reason that will recur, is set aside: it never stops the line."""
+        timeout_s = self.settings.timeout_s
+        try:
+            report = self.writer.write(items, timeout=timeout_s, deadline=time.monotonic() + timeout_s)
+        except Exception as exc:
+            failure = classify(exc)
+            message = safe_message(exc, self.settings.dsn)
+            if failure is Failure.POOLER and self._disable_prepared_statements(exc):
+                return None  # the record stays: replayed again on connections that prepare nothing
+            if failure is Failure.NOT_READY:
+                self.state.set("database not ready (schema or grants), spool kept", message)
+                return None
+            if failure in (Failure.DOWN, Failure.RETRY):
+                failures = self._record_failures[key] = self._record_failures.get(key, 0) + 1
+                if failures < REPLAY_ATTEMPTS_MAX or not self._probe():
+                    return None
+                message = f"failed {failures} times while the database answered: {message}"
+            report = WriteReport(set_aside=[SetAside(items, message)])
+        self._record_failures.pop(key, None)
+        self._progress_at = time.monotonic()
+        self.record(report, replayed=True)
+        self._set_aside(report.set_aside)
+        return report.written
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -372,6 +481,8 @@ class Delivery:
         """Keep what is left in the spool on disk; close the pool."""
         if self.spool is not None:
             self.spool.close()
+        if self.quarantine is not None:
+            self.quarantine.close()
         self._pool.close(timeout=max(0.5, self._deadline - time.monotonic()))
 
     def after_fork(self) -> None:
@@ -385,12 +496,28 @@ class Delivery:
         self._wake = threading.Event()
         if self.spool is not None:
             self.spool.after_fork()
+        if self.quarantine is not None:
+            self.quarantine.after_fork()
         self._pool = self._new_pool()
+
+    def replay_stalled_s(self) -> float:
+        """Seconds the spool has held data without the replay advancing while the database
+        answered (0 when the spool is empty or the database is down: waiting is expected then)."""
+        if self.spool is None or self._db_down.is_set() or not self.spool.has_data():
+            return 0.0
+        return max(0.0, time.monotonic() - self._progress_at)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state.state}
         if self.spool is not None:
             out["spool_dir"] = str(self.spool.directory)
             out["spool_bytes"] = self.spool.size_bytes()
+            stalled = self.replay_stalled_s()
+            out["replay_stalled"] = stalled >= REPLAY_STALLED_S
+            out["replay_stalled_s"] = round(stalled, 1)
+        if self.quarantine is not None:
+            held = summarize(self.quarantine.directory)
+            out["quarantine_dir"] = str(self.quarantine.directory)
+            out["quarantine_spans"] = held.spans
+            out["quarantine_bytes"] = held.bytes
         return out
-

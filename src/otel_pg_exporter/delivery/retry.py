@@ -1,5 +1,5 @@
-"""What is worth retrying, how long to wait, and how to say so once: shared by span delivery, replay
-and forwarding."""
+"""How long to wait before trying again, and how to say so once: shared by span delivery, replay
+and forwarding. What is worth retrying at all is ``failures.classify``."""
 
 from __future__ import annotations
 
@@ -7,33 +7,10 @@ import logging
 import random
 import threading
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
-
 logger = logging.getLogger("otel_pg_exporter")
 
-#: Errors worth retrying: the server is down, restarting, failing over, or the pool is exhausted.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    PoolTimeout,
-)
-#: Errors of a database that answers but cannot take the rows yet (schema not installed, grants
-#: missing): no point retrying now, but the batch is kept (spooled) until an operator fixes it.
-SETUP_ERRORS: tuple[type[BaseException], ...] = (
-    pg_errors.UndefinedTable,
-    pg_errors.UndefinedColumn,
-    pg_errors.UndefinedFunction,
-    pg_errors.InsufficientPrivilege,
-)
-#: What a transaction pooler that cannot keep prepared statements (PgBouncer before 1.21 in
-#: transaction mode; any pooler whose server connections change between transactions) answers to
-#: psycopg's automatic prepared statements. The exporter then turns them off and writes again.
-PREPARED_STATEMENT_ERRORS: tuple[type[BaseException], ...] = (
-    pg_errors.DuplicatePreparedStatement,
-    pg_errors.InvalidSqlStatementName,
-)
+#: Which failures are retried, split, spooled or set aside: ``failures.SQLSTATE_FAILURES`` (one
+#: table, by SQLSTATE, read through ``failures.classify``).
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 #: Shortest wait for a pooled connection per attempt (a quarter of the export timeout otherwise).

@@ -9,6 +9,15 @@ active segment; any process may replay a segment whose lock it can take (a seale
 left by a crashed process). Several processes can therefore share one spool directory. Replaying the
 same segment twice is harmless: the writer's path is idempotent.
 
+Set aside: ``<spool_dir>/<destination>/quarantine/`` holds, in the same format, batches the database
+refused for a reason that will recur even after they were split down to one trace (see
+``failures``): never replayed automatically, listed and replayed by ``otel-pg-spool``. Their records
+carry the error (``"error"`` in the payload).
+
+Permissions: the directories are ``0700`` and the files ``0600`` (they hold prompts and outputs); a
+directory owned by another user, or writable by others, is refused (``UnsafeSpoolDirectory``), and so
+is a segment file we do not own.
+
 Record format (little endian): ``b"OPGS" | u32 payload length | u32 crc32(payload) | u32 span count``
 then the payload, zlib-compressed JSON ``{"v": 1, "spans": [...], "logs": [...]}`` (log fragments;
 the count covers both). Every append is fsynced. A torn
@@ -26,6 +35,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import struct
 import tempfile
 import threading
@@ -33,7 +43,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,12 +61,37 @@ FORMAT_VERSION = 2
 #: Formats this version reads: 1 stored each column apart, 2 stores the row as one JSON text.
 READABLE_VERSIONS = frozenset({1, 2})
 SUFFIX = ".spool"
+#: The quarantine's folder under a destination's spool directory.
+QUARANTINE = "quarantine"
 #: Upper bound for one record's payload: anything larger in a header is corruption.
 MAX_RECORD_BYTES = 1 << 30
 
 
+class UnsafeSpoolDirectory(PermissionError):
+    """A spool directory another user owns or may write to: its files could be planted or read."""
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` (``0700``) or check it: a directory (not a symlink) owned by us and writable
+    by nobody else; one we own with wider read bits is narrowed to ``0700``. Raises
+    ``UnsafeSpoolDirectory`` (an ``OSError``) otherwise."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeSpoolDirectory(f"{path} is not a directory (a symlink?)")
+    if st.st_uid != os.geteuid():
+        raise UnsafeSpoolDirectory(f"{path} is owned by another user (uid {st.st_uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeSpoolDirectory(f"{path} is writable by other users")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
 def default_spool_root() -> Path:
-    """``$XDG_STATE_HOME/otel-pg-exporter/spool`` (``~/.local/state/...``), else a per-user temp dir."""
+    """``$XDG_STATE_HOME/otel-pg-exporter/spool`` (``~/.local/state/...``), else a per-user temp dir
+    (``otel-pg-exporter-<uid>``, checked like any spool directory: a planted one is refused)."""
     state = os.environ.get("XDG_STATE_HOME")
     base = Path(state) if state else Path.home() / ".local" / "state"
     candidate = base / "otel-pg-exporter" / "spool"
@@ -67,6 +102,11 @@ def default_spool_root() -> Path:
     except OSError:
         pass
     return Path(tempfile.gettempdir()) / f"otel-pg-exporter-{os.getuid()}" / "spool"
+
+
+def spool_root(spool_dir: str | None) -> Path:
+    """The spool root for a ``spool_dir`` setting (None: the default location)."""
+    return Path(spool_dir) if spool_dir else default_spool_root()
 
 
 def destination_key(dsn: str) -> str:
@@ -141,9 +181,12 @@ def _fragment_from_json(d: dict[str, Any]) -> LogFragment:
 SpoolItem = EncodedSpan | LogFragment
 
 
-def encode_batch(items: Sequence[SpoolItem]) -> bytes:
-    """One spool record (header + payload) for a batch of spans, or of log fragments."""
+def encode_batch(items: Sequence[SpoolItem], error: str | None = None) -> bytes:
+    """One spool record (header + payload) for a batch of spans, or of log fragments; ``error``:
+    why the database refused it (quarantine records)."""
     doc: dict[str, Any] = {"v": FORMAT_VERSION}
+    if error:
+        doc["error"] = error
     spans = [_span_to_json(i) for i in items if isinstance(i, EncodedSpan)]
     logs = [_fragment_to_json(i) for i in items if isinstance(i, LogFragment)]
     if spans:
@@ -158,12 +201,18 @@ def encode_batch(items: Sequence[SpoolItem]) -> bytes:
 
 
 def decode_payload(payload: bytes) -> list[SpoolItem]:
+    return decode_record(payload)[0]
+
+
+def decode_record(payload: bytes) -> tuple[list[SpoolItem], str | None]:
+    """A record's items and the error it was set aside for (None in the spool proper)."""
     doc = json.loads(zlib.decompress(payload))
     if doc.get("v") not in READABLE_VERSIONS:
         raise ValueError(f"unknown spool format version {doc.get('v')!r}")
     items: list[SpoolItem] = [_span_from_json(d) for d in doc.get("spans", ())]
     items += [_fragment_from_json(d) for d in doc.get("logs", ())]
-    return items
+    error = doc.get("error")
+    return items, error if isinstance(error, str) else None
 
 
 @dataclass
@@ -213,11 +262,23 @@ def count_spans(path: Path) -> int:
 
 
 class Spool:
-    """Append-only, fsynced, size-bounded segment files for one destination database."""
+    """Append-only, fsynced, size-bounded segment files for one destination database.
 
-    def __init__(self, root: Path, dsn: str, max_bytes: int, segment_bytes: int | None = None) -> None:
-        self.directory = Path(root) / destination_key(dsn)
-        self.directory.mkdir(parents=True, exist_ok=True)
+    ``folder``: a subfolder of the destination's directory (``QUARANTINE`` for the batches set
+    aside); the spool proper never reads it."""
+
+    def __init__(
+        self,
+        root: Path,
+        dsn: str,
+        max_bytes: int,
+        segment_bytes: int | None = None,
+        folder: str | None = None,
+    ) -> None:
+        private_directory(Path(root))
+        self.directory = private_directory(Path(root) / destination_key(dsn))
+        if folder:
+            self.directory = private_directory(self.directory / folder)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
         self._lock = threading.Lock()
@@ -228,10 +289,11 @@ class Spool:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def append(self, spans: Sequence[SpoolItem]) -> int:
+    def append(self, spans: Sequence[SpoolItem], error: str | None = None) -> int:
         """Write one batch durably; returns the number of items dropped to make room (oldest first,
-        or this batch itself if nothing older can be dropped). Items: spans or log fragments."""
-        record = encode_batch(spans)
+        or this batch itself if nothing older can be dropped). Items: spans or log fragments;
+        ``error``: why it is set aside (quarantine)."""
+        record = encode_batch(spans, error)
         with self._lock:
             dropped = self._make_room(len(record))
             if dropped < 0:  # nothing could be dropped: this batch is the drop
@@ -249,7 +311,8 @@ class Spool:
         self._close_active()
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
         path = self.directory / name
-        f = open(path, "ab")  # noqa: SIM115 (kept open until sealed)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        f = os.fdopen(fd, "ab")  # kept open until sealed
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         _fsync_dir(self.directory)
         self._active, self._active_path, self._active_size = f, path, 0
@@ -353,7 +416,12 @@ class Spool:
                     yield None
                     return
                 raise
-            if os.fstat(f.fileno()).st_nlink == 0:  # replayed and removed meanwhile
+            st = os.fstat(f.fileno())
+            if st.st_nlink == 0:  # replayed and removed meanwhile
+                yield None
+                return
+            if st.st_uid != os.geteuid():  # planted: never replayed as ours
+                logger.error("otel-pg-exporter: spool %s is not ours (uid %d): not replayed", path, st.st_uid)
                 yield None
                 return
             yield f
@@ -373,3 +441,48 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class SpoolSummary:
+    """What a spool (or quarantine) directory holds: for ``stats()``, the doctor, ``otel-pg-spool``."""
+
+    directory: Path
+    segments: int = 0
+    records: int = 0
+    spans: int = 0
+    bytes: int = 0
+    #: the oldest segment's age in seconds (0 when empty)
+    oldest_age_s: float = 0.0
+    #: the errors records were set aside for, with their span counts (quarantine)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(directory: Path, *, read_errors: bool = False) -> SpoolSummary:
+    """Count a directory's segments (headers only; with ``read_errors`` also each record's error)."""
+    out = SpoolSummary(Path(directory))
+    try:
+        paths = sorted(p for p in Path(directory).iterdir() if p.name.endswith(SUFFIX))
+    except OSError:
+        return out
+    now_ns = time.time_ns()
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                out.bytes += os.fstat(f.fileno()).st_size
+                for record in iter_records(f, path.name):
+                    out.records += 1
+                    out.spans += record.span_count
+                    if read_errors:
+                        try:
+                            error = decode_record(record.payload)[1] or "(no error recorded)"
+                        except (ValueError, KeyError, TypeError, zlib.error):
+                            error = "(unreadable record)"
+                        out.errors[error] = out.errors.get(error, 0) + record.span_count
+        except OSError:
+            continue
+        out.segments += 1
+        with contextlib.suppress(ValueError):
+            born_ns = int(path.name.split("-", 1)[0])
+            out.oldest_age_s = max(out.oldest_age_s, (now_ns - born_ns) / 1e9)
+    return out

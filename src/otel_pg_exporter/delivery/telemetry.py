@@ -28,6 +28,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "dropped": ("otel_pg.exporter.span.dropped", "Spans lost, by reason"),
     "sanitized": ("otel_pg.exporter.span.sanitized", "Spans with a value changed to fit the schema"),
     "degraded": ("otel_pg.exporter.span.degraded", "Spans stored without payload after a database refusal"),
+    "quarantined": (
+        "otel_pg.exporter.span.quarantined",
+        "Spans the database refused even alone, set aside in the quarantine (otel-pg-spool replays them)",
+    ),
 }
 
 

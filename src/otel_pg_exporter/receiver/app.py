@@ -6,22 +6,32 @@ without a ``Content-Length``; the decoded spans go to a ``PostgresSpanExporter``
 exported in-process. A request is acknowledged (200) only once its batch is durable: committed, or
 in the exporter's spool while the database is down. When it cannot be (the spool is full or off,
 the gateway is at its limit of concurrent batches), the answer is retryable (429/503 with
-``Retry-After``): the sender's own retry and queue keep the data. ``GET /healthz`` says the process is
-up, ``GET /readyz`` that the database answers and the schema is installed, ``GET /stats`` the
-counters. Thin shell: decoding is ``receiver.otlp`` (pure), everything after it is the exporter's.
+``Retry-After``): the sender's own retry and queue keep the data. Spans the database refuses even
+alone (``failures``: set aside in the quarantine) are reported in ``partial_success``. ``GET /healthz``
+says the process is up, ``GET /readyz`` that the database answers and the schema is installed
+(``{"ready": ...}``; the reason only with the token, or in ``/stats``), ``GET /stats`` the counters.
+
+Limits come before reading: a request takes an in-flight slot and its share of a byte budget before
+its body is read, the body must arrive within ``BODY_TIMEOUT_S``, and decompressing, decoding and
+writing run on a worker thread, so a large or slow request never holds up the event loop
+(``/healthz``, small requests). Thin shell: decoding is ``receiver.otlp`` (pure), everything after it
+is the exporter's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import psycopg
 from opentelemetry.sdk.trace.export import SpanExportResult
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,18 +39,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..dsn import safe_message
+from ..delivery import Delivered, Outcome
 from ..exporter import PostgresSpanExporter
+from ..failures import Failure, classify
 from ..log_exporter import PostgresLogExporter
-from ..schema import schema_status
+from ..schema import local_search_path, migration_states, set_local
 from .otlp import JSON, PROTOBUF, BadRequest, Decoded, decode_logs, decode_traces, media_type, response_body
 
 logger = logging.getLogger("otel_pg_exporter")
 
 #: Largest request body accepted, compressed or not (413 above it).
 MAX_BODY_BYTES = 16 * 1024 * 1024
-#: How many batches may be written at once; more requests get 429 (they queue at the sender).
+#: How many requests may be read, decoded and written at once; more get 429 (they queue at the sender).
 MAX_INFLIGHT = 8
+#: Bytes of request bodies (as sent) held at once; past it a request gets 429 before it is read.
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
+#: A request body must have arrived completely within this many seconds (408 otherwise).
+BODY_TIMEOUT_S = 30.0
+#: The readiness check's connection and statement timeout, in seconds.
+READY_TIMEOUT_S = 2.0
 #: What a retryable answer asks the sender to wait, in seconds.
 RETRY_AFTER_S = 5
 #: How long a readiness answer is reused, in seconds (probes come every few seconds).
@@ -56,19 +73,53 @@ class TooLarge(ValueError):
     """The body is over the limit (HTTP 413)."""
 
 
+class OverBudget(Exception):
+    """The bodies being read and written already hold the byte budget (HTTP 429)."""
+
+
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress a gzip body, refusing more than ``limit`` bytes of output (a small body can hold a
-    very large one)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"bad gzip body: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise TooLarge(f"body over {limit} bytes once decompressed")
-    if not inflater.eof:
-        raise BadRequest("bad gzip body: truncated")
-    return out
+    """Decompress a gzip body, every member of it (``gzip(A) + gzip(B)`` is one valid body),
+    refusing more than ``limit`` bytes of output (a small body can hold a very large one) and
+    anything after the last member that is not another member."""
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            what = "bad gzip body" if not out else "bytes after the gzip data are not a gzip member"
+            raise BadRequest(f"{what}: {exc}") from None
+        size += len(chunk)
+        if size > limit or inflater.unconsumed_tail:
+            raise TooLarge(f"body over {limit} bytes once decompressed")
+        if not inflater.eof:
+            raise BadRequest("bad gzip body: truncated")
+        out.append(chunk)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+
+
+class ByteBudget:
+    """Bytes of request bodies held at once, across requests (thread-safe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if n and self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
 
 
 class Gateway:
@@ -81,16 +132,26 @@ class Gateway:
         token: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_inflight: int = MAX_INFLIGHT,
+        max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+        body_timeout_s: float = BODY_TIMEOUT_S,
         **options: Any,
     ) -> None:
         self.exporter = PostgresSpanExporter(dsn, **options)
         self.log_exporter = PostgresLogExporter(span_exporter=self.exporter)
         self._token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self._slots = threading.BoundedSemaphore(max_inflight)
+        self._budget = ByteBudget(max(max_inflight_bytes, max_body_bytes))
+        # decoding and writing: a pool of our own, as wide as the slots, so neither can starve the
+        # server's other work (and readiness checks have their own single thread)
+        self._workers = ThreadPoolExecutor(max_inflight, thread_name_prefix="otel-pg-gateway")
+        self._ready_worker = ThreadPoolExecutor(1, thread_name_prefix="otel-pg-gateway-ready")
+        self._ready_check: asyncio.Future[tuple[bool, str]] | None = None
         self._lock = threading.Lock()
         self._counters: dict[str, float] = {}
         self._ready: tuple[float, bool, str] = (0.0, False, "")
+        self.ready_checks = 0
 
     # -- counters ----------------------------------------------------------------------------------
 
@@ -103,10 +164,16 @@ class Gateway:
         exporter's own ``stats()`` under ``exporter``."""
         with self._lock:
             out: dict[str, Any] = dict(self._counters)
+        _, ok, why = self._ready
+        out["ready"] = {"ready": ok, "reason": why, "checks": self.ready_checks}
         out["exporter"] = self.exporter.stats()
         return out
 
     # -- checks ------------------------------------------------------------------------------------
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
 
     def authorized(self, request: Request) -> bool:
         if self._token is None:
@@ -126,39 +193,93 @@ class Gateway:
         return spool is None or spool.size_bytes() + size > spool.max_bytes
 
     def ready(self) -> tuple[bool, str]:
+        """Readiness, from a cache of ``READY_CACHE_S`` seconds, else checked now (blocking)."""
         checked, ok, why = self._ready
         if time.monotonic() - checked < READY_CACHE_S:
             return ok, why
+        return self.check_ready()
+
+    async def ready_async(self) -> tuple[bool, str]:
+        """Readiness for ``/readyz``: cached; at most one check in flight, on its own thread and its
+        own short-timeout connection, however many probes ask at once."""
+        checked, ok, why = self._ready
+        if time.monotonic() - checked < READY_CACHE_S:
+            return ok, why
+        if self._ready_check is None or self._ready_check.done():
+            loop = asyncio.get_running_loop()
+            self._ready_check = asyncio.ensure_future(
+                loop.run_in_executor(self._ready_worker, self.check_ready)
+            )
+        return await asyncio.shield(self._ready_check)
+
+    def check_ready(self) -> tuple[bool, str]:
+        """Does the database answer, with the schema installed, and can batches be made durable?
+        The reason never names the database, its host or its user."""
         settings = self.exporter.settings
+        self.ready_checks += 1
         try:
-            states = schema_status(settings.dsn, schema=settings.schema)
-            missing = [m.name for m in states if m.state in NOT_READY_STATES]
+            with (
+                psycopg.connect(
+                    settings.dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, round(READY_TIMEOUT_S)),
+                    prepare_threshold=None,
+                    application_name="otel-pg-gateway-readyz",
+                ) as conn,
+                conn.transaction(),
+            ):
+                set_local(
+                    conn,
+                    {
+                        "statement_timeout": str(int(READY_TIMEOUT_S * 1000)),
+                        "search_path": local_search_path(settings.schema),
+                    },
+                )
+                missing = [m.name for m in migration_states(conn) if m.state in NOT_READY_STATES]
             ok = not missing
             why = "database reachable, schema installed" if ok else f"migrations not applied: {missing}"
-        except Exception as exc:  # unreachable, no rights: not ready, and say why (no secrets)
-            ok, why = False, safe_message(exc, self.exporter.settings.dsn)
+        except Exception as exc:  # unreachable, no rights: not ready; the class of failure, no names
+            ok = False
+            failure = classify(exc)
+            why = {
+                Failure.DOWN: "database unreachable",
+                Failure.NOT_READY: "database not ready (schema or grants)",
+            }.get(failure, f"readiness check failed ({type(exc).__name__})")
+        if ok and self.spool_cannot_take(self.max_body_bytes):
+            ok, why = False, "database down and the spool is full"
         self._ready = (time.monotonic(), ok, why)
         return ok, why
 
     # -- requests ----------------------------------------------------------------------------------
 
-    async def read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise TooLarge(f"body of {declared} bytes is over {self.max_body_bytes}")
-        chunks, size = [], 0
+    async def read_body(self, request: Request, declared: int | None) -> tuple[bytes, int]:
+        """The body as sent (not decompressed), and the bytes it took from the budget (to give
+        back). ``declared`` bytes were taken already; a body without a length takes its share as it
+        arrives."""
+        chunks, size, taken = [], 0, 0
         async for chunk in request.stream():  # chunked bodies too
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise TooLarge(f"body over {self.max_body_bytes} bytes")
+            if declared is None:
+                if not self._budget.take(len(chunk)):
+                    raise OverBudget(taken)
+                taken += len(chunk)
             chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        return b"".join(chunks), taken
+
+    def _inflate(self, body: bytes, encoding: str) -> bytes:
         if encoding == "gzip":
             return gunzip(body, self.max_body_bytes)
         if encoding not in ("", "identity"):
             raise BadRequest(f"unsupported content encoding {encoding!r}: use gzip or none")
         return body
+
+    def _handle(self, kind: str, body: bytes, encoding: str, content_type: str) -> tuple[Decoded, Delivered]:
+        """On a worker thread: decompress, decode, write. Raises ``TooLarge``/``BadRequest``."""
+        raw = self._inflate(body, encoding)
+        decoded = (decode_traces if kind == "traces" else decode_logs)(raw, content_type)
+        return decoded, self._export(kind, decoded)
 
     async def receive(self, request: Request, kind: str) -> Response:
         started = time.perf_counter()
@@ -170,39 +291,71 @@ class Gateway:
         if media_type(content_type) not in (PROTOBUF, JSON):
             reason = f"unsupported content type {media_type(content_type)!r}"
             return self._refuse(415, reason, answer_as, kind)
-        try:
-            body = await self.read_body(request)
-            decoded = (decode_traces if kind == "traces" else decode_logs)(body, content_type)
-        except TooLarge as exc:
-            return self._refuse(413, str(exc), answer_as, kind)
-        except BadRequest as exc:
-            return self._refuse(400, str(exc), answer_as, kind)
-        unit = "spans" if kind == "traces" else "log_records"
-        self.count(f"{unit}_rejected", decoded.rejected)
-        if decoded.items and self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
-            return self._retry_later(503, "database down and the spool is full", answer_as, kind)
+        length = request.headers.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            return self._refuse(400, "bad Content-Length", answer_as, kind)
+        declared = int(length) if length is not None else None
+        if declared is not None and declared > self.max_body_bytes:
+            return self._refuse(
+                413, f"body of {declared} bytes is over {self.max_body_bytes}", answer_as, kind
+            )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        # limits first: a slot and the body's bytes are taken before a byte of it is read
         if not self._slots.acquire(blocking=False):
             return self._retry_later(429, "too many batches in flight", answer_as, kind)
+        held = 0
         try:
-            stored = await run_in_threadpool(self._export, kind, decoded)
+            if declared is not None:
+                if not self._budget.take(declared):
+                    return self._retry_later(429, "too many bytes in flight", answer_as, kind)
+                held = declared
+            try:
+                body, taken = await asyncio.wait_for(self.read_body(request, declared), self.body_timeout_s)
+                held += taken
+            except OverBudget as exc:
+                held += exc.args[0]
+                return self._retry_later(429, "too many bytes in flight", answer_as, kind)
+            except asyncio.TimeoutError:
+                return self._refuse(
+                    408, f"body not received within {self.body_timeout_s:g} s", answer_as, kind
+                )
+            except TooLarge as exc:
+                return self._refuse(413, str(exc), answer_as, kind)
+            if self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
+                return self._retry_later(503, "database down and the spool is full", answer_as, kind)
+            loop = asyncio.get_running_loop()
+            try:
+                decoded, delivered = await loop.run_in_executor(
+                    self._workers, self._handle, kind, body, encoding, content_type
+                )
+            except TooLarge as exc:
+                return self._refuse(413, str(exc), answer_as, kind)
+            except BadRequest as exc:
+                return self._refuse(400, str(exc), answer_as, kind)
         finally:
+            self._budget.give(held)
             self._slots.release()
-        if not stored:
+        unit = "spans" if kind == "traces" else "log_records"
+        self.count(f"{unit}_rejected", decoded.rejected + delivered.refused)
+        if not delivered.durable:
             return self._retry_later(503, "the batch could not be stored", answer_as, kind)
-        self.count(f"{unit}_accepted", len(decoded.items))
+        if delivered.outcome is Outcome.SPOOLED:
+            self.count(f"{unit}_spooled", len(decoded.items))
+        self.count(f"{unit}_accepted", len(decoded.items) - delivered.refused)
         self.count("seconds", time.perf_counter() - started)
         self.count("requests_ok")
-        return Response(response_body(kind, decoded, answer_as), media_type=answer_as)
+        reason = f"refused by the database: {delivered.reason}" if delivered.refused else None
+        body_out = response_body(kind, decoded, answer_as, delivered.refused, reason)
+        return Response(body_out, media_type=answer_as)
 
-    def _export(self, kind: str, decoded: Decoded) -> bool:
+    def _export(self, kind: str, decoded: Decoded) -> Delivered:
         if not decoded.items:
-            return True
+            return Delivered(SpanExportResult.SUCCESS, Outcome.EMPTY)
         if kind == "logs":
-            return self.log_exporter.export(decoded.items).name == "SUCCESS"
-        result, outcome = self.exporter.export_with_outcome(decoded.items)
-        if outcome == "spooled":
-            self.count("spans_spooled", len(decoded.items))
-        return result is SpanExportResult.SUCCESS
+            result = self.log_exporter.export(decoded.items)
+            outcome = Outcome.STORED if result.name == "SUCCESS" else Outcome.FAILURE
+            return Delivered(SpanExportResult[result.name], outcome)
+        return self.exporter.export_with_outcome(decoded.items)
 
     def _refuse(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
         if status >= 500 or status == 429:
@@ -216,6 +369,8 @@ class Gateway:
         return response
 
     def close(self) -> None:
+        self._workers.shutdown(wait=True)
+        self._ready_worker.shutdown(wait=False)
         self.log_exporter.shutdown()
         self.exporter.shutdown()
 
@@ -243,8 +398,14 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ok, why = await run_in_threadpool(gateway.ready)
-        return JSONResponse({"ready": ok, "reason": why}, status_code=200 if ok else 503)
+        ok, why = await gateway.ready_async()
+        body: dict[str, Any] = {"ready": ok}
+        if gateway.has_token and gateway.authorized(request):  # the reason only behind the token
+            exporter = gateway.exporter.stats()
+            body["reason"] = why
+            body["quarantine_spans"] = exporter.get("quarantine_spans", 0)
+            body["replay_stalled"] = exporter.get("replay_stalled", False)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def stats(request: Request) -> Response:
         if not gateway.authorized(request):

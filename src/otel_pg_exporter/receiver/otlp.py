@@ -47,6 +47,29 @@ _STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
 
+#: Deepest nesting an OTLP/JSON body may have (protobuf's own parser stops at 100 as well); the
+#: envelope takes about 8 levels, so attribute values keep 90.
+MAX_JSON_DEPTH = 100
+
+
+def _too_deep(document: Any, limit: int) -> bool:
+    """Does ``document`` nest deeper than ``limit`` (arrays and objects)? Iterative: a hostile body
+    cannot exhaust the stack here."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class BadRequest(ValueError):
     """The body is not a valid OTLP request (HTTP 400); the message says why, briefly."""
 
@@ -93,17 +116,21 @@ def _parse(body: bytes, content_type: str | None, message: Callable[[], Message]
     if kind == PROTOBUF:
         try:
             request.ParseFromString(body)
-        except (DecodeError, RuntimeError, ValueError) as exc:
+        except (DecodeError, RuntimeError, ValueError) as exc:  # RecursionError is a RuntimeError
             raise BadRequest(f"not a valid protobuf {request.DESCRIPTOR.name}: {exc}"[:200]) from None
         return request
     if kind == JSON:
         try:
             document = json.loads(body)
+        except RecursionError:
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"not valid JSON: {exc}"[:200]) from None
+        if _too_deep(document, MAX_JSON_DEPTH):
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             json_format.ParseDict(_hex_ids_to_base64(document), request, ignore_unknown_fields=True)
-        except (json_format.ParseError, ValueError, TypeError) as exc:
+        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise BadRequest(f"not a valid OTLP/JSON {request.DESCRIPTOR.name}: {exc}"[:200]) from None
         return request
     raise BadRequest(f"unsupported content type {kind!r}: use {PROTOBUF} or {JSON}")
@@ -270,18 +297,24 @@ def decode_logs(body: bytes, content_type: str | None) -> Decoded:
     return out
 
 
-def partial_success(kind: str, decoded: Decoded, dropped: int = 0) -> dict[str, Any]:
-    """The OTLP/JSON response body: ``{}``, or ``partialSuccess`` with the rejected count."""
+def partial_success(
+    kind: str, decoded: Decoded, dropped: int = 0, dropped_reason: str | None = None
+) -> dict[str, Any]:
+    """The OTLP/JSON response body: ``{}``, or ``partialSuccess`` with the rejected count (items
+    rejected when decoding plus ``dropped``: refused by the database even alone)."""
     rejected = decoded.rejected + dropped
     if not rejected:
         return {}
     key = "rejectedSpans" if kind == "traces" else "rejectedLogRecords"
-    return {"partialSuccess": {key: str(rejected), "errorMessage": decoded.reason or "rejected"}}
+    reason = decoded.reason or dropped_reason or "rejected"
+    return {"partialSuccess": {key: str(rejected), "errorMessage": reason}}
 
 
-def response_body(kind: str, decoded: Decoded, content_type: str, dropped: int = 0) -> bytes:
+def response_body(
+    kind: str, decoded: Decoded, content_type: str, dropped: int = 0, dropped_reason: str | None = None
+) -> bytes:
     """The response in the request's encoding (protobuf or JSON), with ``partial_success``."""
-    document = partial_success(kind, decoded, dropped)
+    document = partial_success(kind, decoded, dropped, dropped_reason)
     if media_type(content_type) == JSON:
         return json.dumps(document).encode()
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -291,4 +324,3 @@ def response_body(kind: str, decoded: Decoded, content_type: str, dropped: int =
     if document:
         json_format.ParseDict(document, response)
     return response.SerializeToString()
-

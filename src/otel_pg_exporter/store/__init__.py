@@ -5,6 +5,14 @@ spans (pure), ``connection`` bounds a transaction, ``writer.SpanWriter`` runs th
 """
 
 from .connection import ConnectionSource
-from .writer import DATA_ERRORS, ContentPolicy, SpanWriter, WriteReport
+from .writer import DATA_ERRORS, MAX_TRACES_PER_TRANSACTION, ContentPolicy, SetAside, SpanWriter, WriteReport
 
-__all__ = ["DATA_ERRORS", "ConnectionSource", "ContentPolicy", "SpanWriter", "WriteReport"]
+__all__ = [
+    "DATA_ERRORS",
+    "MAX_TRACES_PER_TRANSACTION",
+    "ConnectionSource",
+    "ContentPolicy",
+    "SetAside",
+    "SpanWriter",
+    "WriteReport",
+]

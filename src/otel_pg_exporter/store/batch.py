@@ -22,6 +22,40 @@ from ..records import EncodedSpan, Hinted, Limits, TraceDelta, trace_deltas
 from ..sanitize import clean_text, encode_json
 
 
+def by_trace(items: Iterable[Any]) -> list[list[Any]]:
+    """``items`` (anything with a ``trace_id``) grouped by trace, in order of first appearance."""
+    groups: dict[Any, list[Any]] = {}
+    for item in items:
+        groups.setdefault(item.trace_id, []).append(item)
+    return list(groups.values())
+
+
+def chunks_by_trace(items: Sequence[Any], max_traces: int) -> list[list[Any]]:
+    """``items`` in chunks of at most ``max_traces`` traces each (a trace is never split): one
+    transaction per chunk takes at most that many trace locks. One chunk when it already fits."""
+    groups = by_trace(items)
+    if len(groups) <= max_traces:
+        return [list(items)] if items else []
+    return [
+        [item for group in groups[i : i + max_traces] for item in group]
+        for i in range(0, len(groups), max_traces)
+    ]
+
+
+def halves(items: Sequence[Any]) -> list[list[Any]]:
+    """Two halves of a refused chunk: by trace while it holds several, else its spans (a trace's
+    spans may be written in separate transactions: its row is recomputed from what is stored).
+    Empty for a single item: it cannot be split."""
+    groups = by_trace(items)
+    if len(groups) > 1:
+        mid = len(groups) // 2
+        return [[i for g in groups[:mid] for i in g], [i for g in groups[mid:] for i in g]]
+    if len(items) > 1:
+        mid = len(items) // 2
+        return [list(items[:mid]), list(items[mid:])]
+    return []
+
+
 @dataclass(slots=True)
 class ChildFold:
     """What a batch's children tell their parent: ids, HTTP resend count, rate-limit info."""

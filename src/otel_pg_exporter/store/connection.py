@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 
+from ..failures import TransactionTimedOut
+
 #: Hands out a connection for one transaction, waiting at most ``timeout`` seconds (a pool's
 #: ``connection`` method fits).
 ConnectionSource = Callable[[float | None], AbstractContextManager[psycopg.Connection]]
@@ -32,11 +34,22 @@ def sever(conn: psycopg.Connection) -> None:
 
 @contextmanager
 def watchdog(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
-    """Sever ``conn`` if the block takes longer than ``seconds`` (surfaces as a connection error)."""
-    timer = threading.Timer(seconds, sever, args=(conn,))
+    """Sever ``conn`` if the block takes longer than ``seconds``: the block then fails with
+    ``TransactionTimedOut`` (a connection error that says the watchdog fired)."""
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        sever(conn)
+
+    timer = threading.Timer(seconds, cut)
     timer.daemon = True
     timer.start()
     try:
         yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if fired.is_set() and not isinstance(exc, TransactionTimedOut):
+            raise TransactionTimedOut(f"transaction cut after {seconds:g} s (export timeout)") from exc
+        raise
     finally:
         timer.cancel()

@@ -10,6 +10,7 @@ not allow it stripped before commit.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from ..failures import is_refusal
 from ..logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from ..mapping import ns_to_datetime
 from ..records import EncodedSpan, Limits, row_json
@@ -27,7 +29,7 @@ from ..sanitize import clean_text, encode_json
 from ..schema import local_search_path
 from ..user_settings import resolve_vault_refs, vault_refs
 from . import statements as sql
-from .batch import SpanBatch, dumps, placeholder_row, trace_document
+from .batch import SpanBatch, chunks_by_trace, dumps, halves, placeholder_row, trace_document
 from .connection import ConnectionSource, watchdog
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -40,14 +42,27 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
 )
+#: Default bound on the traces one transaction locks (one advisory lock each). PostgreSQL's lock
+#: table holds about ``max_locks_per_transaction × max_connections`` locks for the whole cluster
+#: (6,400 on the defaults); a larger batch is written as several transactions.
+MAX_TRACES_PER_TRANSACTION = 500
 #: Which of these users may not have content stored (given a loader that reads their settings).
 ContentPolicy = Callable[[Collection[Any], Callable[[list[Any]], dict[Any, Any]]], set[Any]]
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """Items the database refused even alone (or past the deadline) for a reason that will recur:
+    kept whole, with the error, for the quarantine."""
+
+    items: list[Any]
+    error: str
 
 
 @dataclass
 class WriteReport:
     """Outcome of one ``write``: rows stored, degraded (stored minus payload), dropped; log
-    fragments merged into span rows, and fragments dropped."""
+    fragments merged into span rows, and fragments dropped; what was set aside (refused)."""
 
     written: int = 0
     degraded: int = 0
@@ -55,6 +70,11 @@ class WriteReport:
     merged: int = 0
     merge_dropped: int = 0
     errors: list[str] = field(default_factory=list)
+    set_aside: list[SetAside] = field(default_factory=list)
+
+    @property
+    def set_aside_count(self) -> int:
+        return sum(len(s.items) for s in self.set_aside)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +105,26 @@ def _isolating(
     return 0
 
 
+def _splitting(
+    items: list[Any], write: Callable[[list[Any]], None], report: WriteReport, deadline: float | None
+) -> None:
+    """Write ``items``; when the server refuses them for a reason that will recur (out of shared
+    memory, a statement timeout, a program limit: ``failures.Failure.REFUSED``), write the halves
+    (by trace, then by span). What still fails alone, or once ``deadline`` has passed, is set aside
+    in ``report`` with its error. Every other error propagates."""
+    try:
+        write(items)
+    except Exception as exc:
+        if not is_refusal(exc):
+            raise
+        parts = halves(items)
+        if not parts or (deadline is not None and time.monotonic() >= deadline):
+            report.set_aside.append(SetAside(list(items), _one_line(exc)))
+            return
+        for part in parts:
+            _splitting(part, write, report, deadline)
+
+
 def _fragment_refused(report: WriteReport) -> Callable[[LogFragment, str], None]:
     def refused(fragment: LogFragment, error: str) -> None:
         report.merge_dropped += 1
@@ -107,8 +147,10 @@ class SpanWriter:
         transaction_timeout_s: float = 30.0,
         schema: str | None = None,
         content_policy: ContentPolicy | None = None,
+        max_traces_per_transaction: int = MAX_TRACES_PER_TRANSACTION,
     ) -> None:
         self._connection = connection
+        self._max_traces = max(1, max_traces_per_transaction)
         self._limits = limits or Limits()
         self._transaction_timeout_s = transaction_timeout_s
         self._content_policy = content_policy
@@ -194,23 +236,42 @@ class SpanWriter:
             cur.execute(sql.STRIP_QUERY, {"tid": stripped})
 
     def write(
-        self, items: Sequence[EncodedSpan | LogFragment], *, timeout: float | None = None
+        self,
+        items: Sequence[EncodedSpan | LogFragment],
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> WriteReport:
-        """Store spans and merge log fragments. Connection errors propagate (the caller retries);
-        data errors are isolated by splitting the batch until the offending item is found: a span is
-        then stored without its payload, or dropped (and counted) if even that fails; a fragment is
-        dropped and counted."""
+        """Store spans and merge log fragments, in transactions of at most
+        ``max_traces_per_transaction`` traces each.
+
+        Connection errors and transaction conflicts propagate (the caller retries; every
+        transaction is idempotent, so chunks already committed are written again harmlessly). Bad
+        rows are isolated by bisection: a span is then stored without its payload, or dropped (and
+        counted) if even that fails; a fragment is dropped and counted. Refusals that will recur
+        (``failures.Failure.REFUSED``) split the chunk by trace; what still fails alone, or after
+        ``deadline`` (``time.monotonic()``), is returned in ``report.set_aside``."""
         report = WriteReport()
         spans = [i for i in items if isinstance(i, EncodedSpan)]
         fragments = [i for i in items if isinstance(i, LogFragment)]
         if spans:
             refused = self._span_refused(report, timeout)  # counts what it stores degraded itself
-            stored = _isolating(spans, lambda b: self._write_batch(b, timeout), refused)
-            report.written += stored
+
+            def store(batch: list[EncodedSpan]) -> None:
+                stored = _isolating(batch, lambda b: self._write_batch(b, timeout), refused)
+                report.written += stored  # after the call: ``refused`` adds what it degraded
+
+            for chunk in chunks_by_trace(spans, self._max_traces):
+                _splitting(chunk, store, report, deadline)
         if fragments:
-            merge = lambda b: self._merge_transaction(b, timeout)  # noqa: E731
-            merged = _isolating(fragments, merge, _fragment_refused(report))
-            report.merged += merged
+            dropped = _fragment_refused(report)
+
+            def merge(batch: list[LogFragment]) -> None:
+                merged = _isolating(batch, lambda b: self._merge_transaction(b, timeout), dropped)
+                report.merged += merged
+
+            for chunk in chunks_by_trace(fragments, self._max_traces):
+                _splitting(chunk, merge, report, deadline)
         return report
 
     def _merge_transaction(self, fragments: list[LogFragment], timeout: float | None) -> None:

@@ -1,0 +1,196 @@
+"""What both local servers (``otel-pg-ui``, ``otel-pg-gateway``) share at the door: the ``Host``
+allow-list that stops DNS rebinding when no token is set, a connection that must send its request
+headers within a deadline, uvicorn's connection cap and idle timeout, and secrets read from files.
+
+``serve(app, host, port, ...)`` runs an ASGI app with all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import stat
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("otel_pg_exporter")
+
+#: A connection must have sent complete request headers within this many seconds.
+HEADER_TIMEOUT_S = 10.0
+#: An idle keep-alive connection is closed after this many seconds.
+KEEP_ALIVE_S = 5
+#: Open connections (and requests in progress) a server takes; more are answered 503.
+MAX_CONNECTIONS = 128
+#: ``Host`` names always accepted without a token (the bound address and ``--allow-host`` add more).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """``example.com:8400`` → ``example.com``; ``[::1]:8400`` → ``[::1]``; lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[: end + 1] if end > 0 else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``Host`` names a server without a token answers: loopback names, the address it is bound
+    to, and ``extra``."""
+    names = set(LOOPBACK_HOSTS)
+    bound = bound.strip().lower()
+    if bound not in ("0.0.0.0", "::", ""):
+        names.add(bound)
+        if ":" in bound and not bound.startswith("["):
+            names.add(f"[{bound}]")
+    names.update(host_name(h) for h in extra if h.strip())
+    return frozenset(names)
+
+
+class HostAllowList:
+    """ASGI middleware: a request whose ``Host`` is not in ``hosts`` gets 421 (a page the user
+    visits cannot reach the server by DNS rebinding). ``hosts=None`` lets everything through (a
+    token guards the server instead)."""
+
+    def __init__(self, app: Any, hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.hosts is not None and scope["type"] in ("http", "websocket"):
+            host = ""
+            for key, value in scope.get("headers", ()):
+                if key == b"host":
+                    host = value.decode("latin-1")
+                    break
+            if host_name(host) not in self.hosts:
+                if scope["type"] == "http":
+                    body = b"misdirected request: this Host is not served here\n"
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 421,
+                            "headers": [
+                                (b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _guarded_protocol() -> type:
+    """uvicorn's h11 protocol with a deadline for request headers (uvicorn has none: a client that
+    sends half a request line keeps its connection for as long as it likes)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._header_deadline)
+
+        def _header_deadline(self) -> None:
+            self._header_timer = None
+            # still waiting for (the rest of) a request's headers: give the connection up
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._arm()  # a new request started arriving on a kept-alive connection
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    token: str | None,
+    allow_hosts: Iterable[str] = (),
+    max_connections: int = MAX_CONNECTIONS,
+) -> Any:
+    """A ``uvicorn.Config`` serving ``app`` behind the ``Host`` allow-list (when there is no
+    token), with a header deadline, a connection cap and a keep-alive timeout."""
+    import uvicorn
+
+    guarded = HostAllowList(app, None if token else allowed_hosts(host, allow_hosts))
+    return uvicorn.Config(
+        guarded,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=_guarded_protocol(),
+        limit_concurrency=max_connections,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        lifespan="on",
+    )
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    token: str | None,
+    allow_hosts: Iterable[str] = (),
+    max_connections: int = MAX_CONNECTIONS,
+) -> None:
+    """Run ``app`` (see ``server_config``) until interrupted."""
+    import uvicorn
+
+    config = server_config(
+        app, host, port, token=token, allow_hosts=allow_hosts, max_connections=max_connections
+    )
+    uvicorn.Server(config).run()
+
+
+def read_secret_file(path: str) -> str:
+    """The first line of a secret file (a DSN, a token). Warns once when others may read it."""
+    p = Path(path)
+    st = p.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"warning: {p} is readable by other users (chmod 600 it)",
+            file=sys.stderr,
+        )
+    text = p.read_text(encoding="utf-8").strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def secret_from_env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value and value.strip():
+            return value.strip()
+    return None
