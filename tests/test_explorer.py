@@ -188,9 +188,12 @@ def test_json_api(site, data) -> None:
     status, _, body = _get(f"{site.url}/api/traces/{trace_uuid(data['ids'][2])}")
     detail = json.loads(body)
     assert status == 200 and detail["trace"]["status"] == "failed"
-    (root,) = detail["spans"]
-    assert [c["name"] for c in root["children"]] == ["chat", "execute_tool lookup"]
-    assert root["children"][0]["tokens"]["input"] == 100
+    root, chat, tool = detail["spans"]  # flat, depth first
+    assert root["depth"] == 0 and root["children"] == [chat["span_id"], tool["span_id"]]
+    assert [chat["name"], tool["name"]] == ["chat", "execute_tool lookup"]
+    assert chat["depth"] == 1 and chat["parent_span_id"] == root["span_id"]
+    assert chat["tokens"]["input"] == 100
+    assert detail["total_spans"] == 3 and detail["next_offset"] is None
     assert _get(f"{site.url}/api/traces/{uuid.uuid4()}")[0] == 404
     status, _, body = _get(f"{site.url}/api/traces?cursor=o.garbage")
     assert status == 400 and "invalid cursor" in json.loads(body)["error"]

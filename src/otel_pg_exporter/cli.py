@@ -323,16 +323,92 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
         help="running traces / placeholders older than this are stuck",
     )
     parser.add_argument("--recent-days", type=int, default=7, help="window for unpriced models (default 7)")
+    _add_spool_dir(parser)
     args = _parse(parser, argv)
     findings = diagnose(
         args.dsn,
         schema=args.schema,
         options=DoctorOptions(
-            grace=timedelta(hours=args.grace_hours), recent=timedelta(days=args.recent_days)
+            grace=timedelta(hours=args.grace_hours),
+            recent=timedelta(days=args.recent_days),
+            spool_dir=args.spool_dir,
         ),
     )
     print(render_json(findings) if args.format == "json" else render_text(findings), end="")
     return exit_code(findings)
+
+
+def _add_spool_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spool-dir",
+        help="the exporters' spool root on this machine (default $OTEL_EXPORTER_POSTGRES_SPOOL_DIR, else "
+        "~/.local/state/otel-pg-exporter/spool)",
+    )
+
+
+def spool_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-spool``: what the spool and the quarantine hold for a database; replay or drop the
+    quarantine once the cause is fixed."""
+    from .delivery.spool import QUARANTINE, destination_key, spool_root, summarize
+    from .terminal import for_terminal
+
+    prog = "otel-pg-spool"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="The local spool (batches waiting for the database) and its quarantine (batches the "
+        "database refused even alone: never replayed on their own). list: what is there and why; replay: "
+        "write the quarantine once (what is refused again stays); drop: delete the quarantine.",
+    )
+    parser.add_argument("action", choices=("list", "replay", "drop"))
+    _add_dsn(parser)
+    _add_schema(parser)
+    _add_spool_dir(parser)
+    parser.add_argument("--yes", action="store_true", help="drop: really delete the quarantined spans")
+    args = _parse(parser, argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    spool_dir = args.spool_dir or os.environ.get("OTEL_EXPORTER_POSTGRES_SPOOL_DIR")
+    directory = spool_root(spool_dir) / destination_key(dsn)
+    quarantine = directory / QUARANTINE
+    if args.action == "list":
+        for label, where, errors in (("spool", directory, False), ("quarantine", quarantine, True)):
+            held = summarize(where, read_errors=errors)
+            age = f", oldest {held.oldest_age_s / 60:,.1f} min" if held.segments else ""
+            print(
+                f"{label:<10} {held.spans:>9,} spans  {held.segments:>4} segments  "
+                f"{held.bytes:>12,} bytes{age}"
+            )
+            print(f"{'':<10} {for_terminal(where)}")
+            for error, spans in sorted(held.errors.items(), key=lambda e: -e[1]):
+                print(f"{'':<10} {spans:>9,} spans: {for_terminal(error)}")
+        return 0
+    if args.action == "drop":
+        held = summarize(quarantine)
+        if not args.yes:
+            return _fail(prog, f"drop deletes {held.spans:,} quarantined spans: add --yes", dsn)
+        for path in sorted(quarantine.glob("*.spool")):
+            path.unlink(missing_ok=True)
+        print(f"dropped {held.spans:,} quarantined spans")
+        return 0
+    from .exporter import PostgresSpanExporter
+
+    options: dict[str, Any] = {"schema": args.schema} if args.schema else {}
+    if spool_dir:
+        options["spool_dir"] = spool_dir
+    try:
+        exporter = PostgresSpanExporter(args.dsn, **options)
+    except OtelPgError as exc:
+        return _fail(prog, str(exc), dsn)
+    try:
+        if exporter.delivery.quarantine is None:
+            return _fail(prog, f"the spool directory is not usable: {directory}", dsn)
+        done = exporter.delivery.replay_quarantine()
+    finally:
+        exporter.shutdown()
+    print(
+        f"stored {done.stored:,} spans; refused again {done.refused:,} (kept in the quarantine); "
+        f"left {done.left:,}" + (f" ({for_terminal(done.error)})" if done.error else "")
+    )
+    return EXIT_ERROR if done.error else 0
 
 
 def _add_server(parser: argparse.ArgumentParser, *, port: int, token_env: str, token_help: str) -> None:

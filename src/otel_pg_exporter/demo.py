@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from .dsn import DSN_ENV_VARS, describe, redact
 from .schema import install_schema
+from .terminal import for_terminal
 
 DEMO_USERS = (
     uuid.UUID("00000000-0000-4000-8000-00000000a11c"),  # alice, in profiles
@@ -194,7 +195,8 @@ def print_report(dsn: str, executions: Sequence[str]) -> None:
             "SELECT * FROM spans WHERE trace_id = %s ORDER BY started_at", (newest["trace_id"],)
         ).fetchall()
     print(
-        f"\nNewest trace {newest['execution_id']} ({newest['workflow_id']}, {newest['status']}, "
+        f"\nNewest trace {for_terminal(newest['execution_id'])} ({for_terminal(newest['workflow_id'])}, "
+        f"{newest['status']}, "
         f"total {_cost(newest['total_cost'])} over {newest['metadata'].get('model_calls', 0)} model calls):"
     )
     children: dict[Any, list[dict[str, Any]]] = {}
@@ -205,9 +207,9 @@ def print_report(dsn: str, executions: Sequence[str]) -> None:
         kids = children.get(parent, [])
         for i, s in enumerate(kids):
             last = i == len(kids) - 1
-            bits = [f"{s['span_type']:<8}", s["name"]]
+            bits = [f"{s['span_type']:<8}", for_terminal(s["name"])]  # stored text: escaped
             if s["model"]:
-                bits.append(f"model {s['model']}")
+                bits.append(f"model {for_terminal(s['model'])}")
             if s["tokens"]:
                 bits.append(_tokens(s["tokens"]))
             if s["span_type"] in ("llm", "embedding"):  # roll-up spans have no cost of their own
@@ -223,12 +225,12 @@ def print_report(dsn: str, executions: Sequence[str]) -> None:
     print(f"\nTraces stored by this run ({len(traces)}):")
     print(f"  {'execution_id':<14} {'status':<10} {'user':<38} {'tokens':>7} {'cost':>10} {'ms':>6}  query")
     for t in traces:
-        user = str(t["user_id"]) if t["user_id"] else f"({t['metadata'].get('user', '-')})"
+        user = for_terminal(t["user_id"] if t["user_id"] else f"({t['metadata'].get('user', '-')})")
         total = (t["total_tokens"] or {}).get("total", 0)
-        query = (t["query"] or "")[:48]
+        query = for_terminal((t["query"] or "")[:48])
         cost = "no usage" if t["no_usage"] and not t["total_cost"] else f"{t['total_cost']:.6f}"
         print(
-            f"  {t['execution_id']:<14} {t['status']:<10} {user:<38} {total:>7} {cost:>10} "
+            f"  {for_terminal(t['execution_id']):<14} {t['status']:<10} {user:<38} {total:>7} {cost:>10} "
             f"{t['total_duration_ms']:>6}  {query}"
         )
 

@@ -10,6 +10,7 @@ Every query reads catalogs, statistics or index-backed slices of the tables (nev
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from psycopg.rows import dict_row
 from .dsn import resolve_dsn, safe_message
 from .errors import OtelPgError
 from .schema import EXPECTED_COLUMNS, connect, migration_states
+from .terminal import for_terminal
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SEVERITY = {OK: 0, WARN: 1, FAIL: 2}
@@ -118,6 +120,10 @@ class DoctorOptions:
     grace: timedelta = timedelta(hours=24)  # a running trace or a placeholder older than this is stuck
     recent: timedelta = timedelta(days=7)  # the window for "unpriced models seen recently"
     statement_timeout_ms: int = 10_000  # the doctor's own
+    retention_days: int = 90  # "old enough to be swept" when retention has never run (cleanup's default)
+    #: the exporters' spool root on this machine (None: ``$OTEL_EXPORTER_POSTGRES_SPOOL_DIR``, else the
+    #: default location); "off": not looked at
+    spool_dir: str | None = None
 
 
 Check = Callable[[psycopg.Connection, DoctorOptions], list[Finding]]
@@ -626,14 +632,30 @@ def check_retention(conn: psycopg.Connection, opts: DoctorOptions) -> list[Findi
                FROM otel_retention_runs ORDER BY run_id DESC LIMIT 1""",
         )
         if not last:
-            findings.append(
-                Finding(
-                    "retention_runs",
-                    WARN,
-                    "retention has never run: traces are kept forever",
-                    "schedule otel-pg-cleanup (cron) or CALL otel_retention_sweep(...) (pg_cron)",
-                )
+            old = _one(
+                conn,
+                "SELECT count(*) FROM (SELECT 1 FROM traces WHERE started_at < now() - %s LIMIT 1000) AS o",
+                (timedelta(days=opts.retention_days),),
             )
+            if old:
+                findings.append(
+                    Finding(
+                        "retention_runs",
+                        WARN,
+                        f"retention has never run and {old:,}{'+' if old >= 1000 else ''} traces are older "
+                        f"than {opts.retention_days} days: they are kept forever",
+                        "schedule otel-pg-cleanup (cron) or CALL otel_retention_sweep(...) (pg_cron)",
+                    )
+                )
+            else:
+                findings.append(
+                    Finding(
+                        "retention_runs",
+                        OK,
+                        f"retention has not run yet; nothing is older than {opts.retention_days} days",
+                        data={"never_run": True},
+                    )
+                )
         else:
             r = last[0]
             total = sum(int(v.get("traces", 0)) for v in (r["removed"] or {}).values())
@@ -688,6 +710,60 @@ def check_retention(conn: psycopg.Connection, opts: DoctorOptions) -> list[Findi
         findings.append(
             Finding("retention_schedule", OK, "pg_cron not installed: schedule otel-pg-cleanup with cron")
         )
+    return findings
+
+
+#: Spooled data older than this while the doctor runs: the replay is not advancing.
+SPOOL_STALE = timedelta(minutes=10)
+
+
+def check_spool(dsn: str, opts: DoctorOptions) -> list[Finding]:
+    """This machine's spool and quarantine for the database (not a database check: the files of
+    the exporters and gateways that run here)."""
+    from .delivery.spool import QUARANTINE, destination_key, spool_root, summarize
+    from .settings import SPOOL_OFF
+
+    setting = (
+        opts.spool_dir if opts.spool_dir is not None else os.environ.get("OTEL_EXPORTER_POSTGRES_SPOOL_DIR")
+    )
+    if (setting or "").strip().lower() in SPOOL_OFF:
+        return []
+    directory = spool_root(setting) / destination_key(dsn)
+    if not directory.is_dir():
+        return [Finding("spool", OK, "no spool for this database on this machine")]
+    findings: list[Finding] = []
+    waiting = summarize(directory)
+    if not waiting.spans:
+        findings.append(Finding("spool", OK, f"empty ({directory})"))
+    elif waiting.oldest_age_s > SPOOL_STALE.total_seconds():
+        findings.append(
+            Finding(
+                "spool",
+                WARN,
+                f"{waiting.spans:,} spans waiting in {waiting.segments} segments, the oldest "
+                f"{waiting.oldest_age_s / 60:,.0f} minutes old: the replay is not advancing",
+                "is an exporter running for this database, and does the database answer?",
+                data={"spans": waiting.spans, "oldest_age_s": round(waiting.oldest_age_s)},
+            )
+        )
+    else:
+        findings.append(Finding("spool", OK, f"{waiting.spans:,} spans waiting to be replayed"))
+    held = summarize(directory / QUARANTINE, read_errors=True)
+    if held.spans:
+        reasons = "; ".join(
+            f"{n:,} × {error}" for error, n in sorted(held.errors.items(), key=lambda e: -e[1])
+        )
+        findings.append(
+            Finding(
+                "quarantine",
+                WARN,
+                f"{held.spans:,} spans refused by the database even alone, set aside: {reasons}"[:600],
+                "fix the cause, then otel-pg-spool replay (otel-pg-spool list shows them)",
+                data={"spans": held.spans, "errors": held.errors},
+            )
+        )
+    else:
+        findings.append(Finding("quarantine", OK, "nothing set aside"))
     return findings
 
 
@@ -788,7 +864,7 @@ def diagnose(
                     findings += check(conn, opts)
                 except psycopg.Error as exc:
                     findings.append(Finding(name, FAIL, f"could not check: {safe_message(exc, resolved)}"))
-            return findings
+            return findings + check_spool(resolved, opts)
     except OtelPgError as exc:
         return [
             Finding(
@@ -805,10 +881,10 @@ def exit_code(findings: Sequence[Finding]) -> int:
 def render_text(findings: Sequence[Finding]) -> str:
     width = max((len(f.name) for f in findings), default=10)
     lines = []
-    for f in findings:
-        lines.append(f"{f.status.upper():<4}  {f.name:<{width}}  {f.detail}")
+    for f in findings:  # details quote stored data (model names, ids): control characters escaped
+        lines.append(f"{f.status.upper():<4}  {for_terminal(f.name):<{width}}  {for_terminal(f.detail)}")
         if f.action and f.status != OK:
-            lines.append(f"{'':<4}  {'':<{width}}  -> {f.action}")
+            lines.append(f"{'':<4}  {'':<{width}}  -> {for_terminal(f.action)}")
     worst = exit_code(findings)
     counts = {s: sum(1 for f in findings if f.status == s) for s in (OK, WARN, FAIL)}
     verdict = ("healthy", "warnings", "problems")[worst]

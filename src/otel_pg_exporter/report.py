@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .schema import connect
+from .terminal import for_terminal
 
 
 def build_report(
@@ -143,7 +144,7 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
         lines.append(title)
         for r in report[key] or [{"name": "(none)", "cost": 0, "calls": 0, "tokens": 0}]:
             lines.append(
-                f"  {r['name'][:40]:<40} {float(r['cost']):10.4f}  {r['calls']:>6} calls  "
+                f"  {for_terminal(r['name'])[:40]:<40} {float(r['cost']):10.4f}  {r['calls']:>6} calls  "
                 f"{r['tokens']:>9} tokens"
             )
         lines.append("")
@@ -152,13 +153,14 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
         {"model": "(none)", "provider": "", "calls": 0, "input_tokens": 0, "output_tokens": 0}
     ]:
         lines.append(
-            f"  {r['model'][:30]:<30} {r['provider'][:16]:<16} {r['calls']:>6} calls  "
-            f"in {r['input_tokens']} / out {r['output_tokens']} tokens"
+            f"  {for_terminal(r['model'])[:30]:<30} {for_terminal(r['provider'])[:16]:<16} "
+            f"{r['calls']:>6} calls  in {r['input_tokens']} / out {r['output_tokens']} tokens"
         )
     lines += ["", "calls without token usage (no cost known: refused, rate-limited, cut short)"]
     for r in report["no_usage_calls"] or [{"model": "(none)", "provider": "", "calls": 0, "errors": 0}]:
         lines.append(
-            f"  {r['model'][:30]:<30} {r['provider'][:16]:<16} {r['calls']:>6} calls  {r['errors']} failed"
+            f"  {for_terminal(r['model'])[:30]:<30} {for_terminal(r['provider'])[:16]:<16} "
+            f"{r['calls']:>6} calls  {r['errors']} failed"
         )
     lines += ["", "budgets"]
     if not report["budgets"]:
@@ -167,7 +169,7 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
         )
     for b in report["budgets"]:
         state = "BREACHED" if b["breached"] else "FORECAST BREACH" if b["forecast_breach"] else "ok"
-        scope = b["scope"] + (f" {b['scope_value']}" if b["scope_value"] else "")
+        scope = for_terminal(b["scope"] + (f" {b['scope_value']}" if b["scope_value"] else ""))
         lines.append(
             f"  {scope[:40]:<40} limit {float(b['monthly_limit']):.2f}  so far "
             f"{float(b['month_to_date']):.4f}  projected {float(b['projected_total']):.4f}  {state}"

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .dsn import resolve_dsn, safe_message
 from .errors import ConfigurationError, OtelPgError
+from .failures import Failure, classify
 from .schema import local_search_path, schema_name, set_local
 
 #: Sort keys of ``list_traces``: name → SQL expression over ``traces t`` (NULLs sort as 0).
@@ -59,6 +60,8 @@ FROM spans s WHERE s.trace_id = ANY(%(ids)s) GROUP BY s.trace_id"""
 _TRACE = "SELECT t.*, t.metadata ->> 'session_id' AS session_id FROM traces t WHERE t.trace_id = %(id)s"
 _SPANS_OF_TRACE = "SELECT * FROM spans WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
 _SPAN = "SELECT * FROM spans WHERE span_id = %(id)s"
+_SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
+_SPANS_BY_ID = "SELECT * FROM spans WHERE span_id = ANY(%(ids)s)"
 
 _SESSIONS = """
 SELECT t.metadata ->> 'session_id' AS session_id, count(*) AS traces,
@@ -146,23 +149,37 @@ class SpanNode:
         return self.status == "running"
 
     def walk(self) -> Iterator[SpanNode]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This span and its descendants, depth first (iteratively: a deep tree is no recursion)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
 
 
 @dataclass(frozen=True)
 class TraceDetail:
     """A trace row and its spans as a tree (roots in start order; spans whose parent is missing are
-    roots too)."""
+    roots too, and so is the earliest span of a parent cycle).
+
+    With a window (``get_trace(..., offset=, limit=)``) ``roots`` and ``spans`` hold the window's
+    spans only (a span whose parent is outside the window is a root of it); ``total_spans`` counts
+    them all, ``offset`` is where the window starts in depth-first order."""
 
     trace: dict[str, Any]
     roots: list[SpanNode]
+    total_spans: int = -1
+    offset: int = 0
 
     @property
     def spans(self) -> list[SpanNode]:
-        """Every span, depth first, children in start order."""
+        """Every span (of the window), depth first, children in start order."""
         return [node for root in self.roots for node in root.walk()]
+
+    @property
+    def hidden(self) -> int:
+        """Spans of the trace outside the window."""
+        return max(0, self.total_spans - len(self.spans)) if self.total_spans >= 0 else 0
 
     def span(self, span_id: uuid.UUID | str) -> SpanNode | None:
         wanted = str(span_id)
@@ -196,7 +213,22 @@ class SessionTurn:
 
 
 class TraceStoreError(OtelPgError):
-    """A read failed (connection, timeout, bad argument); the message never holds a password."""
+    """A read failed (connection, timeout, bad argument); the message never holds a password.
+    ``status``: the HTTP status a server answers it with (400: the request was wrong)."""
+
+    status = 400
+
+
+class TraceStoreUnavailable(TraceStoreError):
+    """The database cannot be reached now (503)."""
+
+    status = 503
+
+
+class TraceStoreTimeout(TraceStoreError):
+    """The read took longer than the statement timeout (504)."""
+
+    status = 504
 
 
 def _encode_cursor(sort: str, value: Any, trace_id: uuid.UUID) -> str:
@@ -210,7 +242,13 @@ def _encode_cursor(sort: str, value: Any, trace_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+#: A cursor longer than this is not one of ours.
+MAX_CURSOR_CHARS = 512
+
+
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise TraceStoreError("invalid cursor (too long)")
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if data["s"] != sort:
@@ -223,8 +261,12 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
             if "d" in raw
             else int(raw["i"])
         )
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ValueError("not a finite number")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError("out of range")
         return value, uuid.UUID(data["id"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError, AttributeError) as exc:
         raise TraceStoreError(f"invalid cursor ({type(exc).__name__})") from None
 
 
@@ -271,26 +313,70 @@ def _node(row: dict[str, Any]) -> SpanNode:
     )
 
 
+StartKey = tuple[int, datetime, str]
+
+
+def _start_key(span_id: Any, started_at: datetime | None) -> StartKey:
+    return (0 if started_at is None else 1, started_at or datetime.min, str(span_id))
+
+
+def tree_order(links: dict[Any, tuple[Any, StartKey]]) -> list[tuple[Any, int, Any]]:
+    """Span id → (parent id, start key) → ``(span id, depth, parent in the tree)`` depth first,
+    children in start order. A span whose parent is missing is a root (parent None), and so is the
+    earliest span of a parent cycle (its link into the cycle is cut), so no span is left out.
+    Iterative: a chain thousands of spans deep costs no recursion."""
+    children: dict[Any, list[Any]] = {}
+    roots: list[Any] = []
+    for span_id, (parent, _) in links.items():
+        if parent is not None and parent != span_id and parent in links:
+            children.setdefault(parent, []).append(span_id)
+        else:
+            roots.append(span_id)
+    order: list[tuple[Any, int, Any]] = []
+    seen: set[Any] = set()
+
+    def by_start(ids: list[Any]) -> list[Any]:
+        return sorted(ids, key=lambda i: links[i][1])
+
+    def place(root: Any) -> None:
+        stack: list[tuple[Any, int, Any]] = [(root, 0, None)]
+        while stack:
+            span_id, depth, parent = stack.pop()
+            if span_id in seen:
+                continue
+            seen.add(span_id)
+            order.append((span_id, depth, parent))
+            kids = by_start(children.get(span_id, []))
+            stack.extend((kid, depth + 1, span_id) for kid in reversed(kids))
+
+    for root in by_start(roots):
+        place(root)
+    if len(seen) < len(links):  # parent cycles: nothing above them is a root
+        for span_id in by_start([i for i in links if i not in seen]):
+            if span_id not in seen:
+                place(span_id)
+    return order
+
+
+def _nest(nodes: dict[Any, SpanNode], order: list[tuple[Any, int, Any]]) -> list[SpanNode]:
+    """Link ``nodes`` as ``order`` says (a parent outside ``nodes`` makes a root); the roots."""
+    roots: list[SpanNode] = []
+    for span_id, depth, parent in order:
+        node = nodes.get(span_id)
+        if node is None:
+            continue
+        node.depth = depth
+        above = nodes.get(parent) if parent is not None else None
+        (above.children if above is not None else roots).append(node)
+    return roots
+
+
 def build_tree(rows: list[dict[str, Any]]) -> list[SpanNode]:
     """Spans → roots with children in start order, from ``parent_span_id`` (never the stored
-    ``child_spans``, which may lag); a span whose parent is not stored becomes a root."""
+    ``child_spans``, which may lag); see ``tree_order`` for missing parents and cycles."""
     nodes = {r["span_id"]: _node(r) for r in rows}
-    roots: list[SpanNode] = []
-    for node in nodes.values():
-        parent = nodes.get(node.parent_span_id) if node.parent_span_id else None
-        (parent.children if parent is not None and parent is not node else roots).append(node)
-
-    def key(n: SpanNode) -> tuple[int, datetime, str]:
-        return (0 if n.started_at is None else 1, n.started_at or datetime.min, str(n.span_id))
-
-    def order(level: list[SpanNode], depth: int) -> None:
-        level.sort(key=key)
-        for n in level:
-            n.depth = depth
-            order(n.children, depth + 1)
-
-    order(roots, 0)
-    return roots
+    links = {i: (n.parent_span_id, _start_key(i, n.started_at)) for i, n in nodes.items()}
+    return _nest(nodes, tree_order(links))
 
 
 class TraceStore:
@@ -377,7 +463,15 @@ class TraceStore:
                 set_local(cur, self._settings)
                 yield cur
         except (psycopg.Error, PoolTimeout) as exc:
-            raise TraceStoreError(safe_message(exc, self._dsn)) from None
+            failure = classify(exc)
+            kind = (
+                TraceStoreTimeout
+                if failure is Failure.REFUSED and getattr(exc, "sqlstate", None) == "57014"
+                else TraceStoreUnavailable
+                if failure is Failure.DOWN
+                else TraceStoreError
+            )
+            raise kind(safe_message(exc, self._dsn)) from None
 
     # -- traces -----------------------------------------------------------------------------------
 
@@ -483,17 +577,34 @@ class TraceStore:
             failed_spans=int(extra["failed_spans"]) if extra else 0,
         )
 
-    def get_trace(self, trace_id: uuid.UUID | str) -> TraceDetail | None:
-        """The trace row (every column, as a dict) and its spans as a tree; None if not visible."""
+    def get_trace(
+        self, trace_id: uuid.UUID | str, *, offset: int = 0, limit: int | None = None
+    ) -> TraceDetail | None:
+        """The trace row (every column, as a dict) and its spans as a tree; None if not visible.
+
+        With ``limit``, only a window of the spans is read whole: ``limit`` spans from ``offset``
+        in depth-first order (the order is planned from ids, parents and start times alone), so a
+        trace of 50,000 spans costs a page of them, not all of them."""
         tid = _as_uuid(trace_id, "trace_id")
+        offset = max(0, offset)
         with self._read() as cur:
             cur.execute(_TRACE, {"id": tid})
             trace = cur.fetchone()
             if trace is None:
                 return None
-            cur.execute(_SPANS_OF_TRACE, {"id": tid})
-            rows = cur.fetchall()
-        return TraceDetail(trace=trace, roots=build_tree(rows))
+            if limit is None:
+                cur.execute(_SPANS_OF_TRACE, {"id": tid})
+                rows = cur.fetchall()
+                return TraceDetail(trace=trace, roots=build_tree(rows), total_spans=len(rows))
+            cur.execute(_SPAN_LINKS_OF_TRACE, {"id": tid})
+            links = {
+                r["span_id"]: (r["parent_span_id"], _start_key(r["span_id"], r["started_at"])) for r in cur
+            }
+            order = tree_order(links)
+            window = order[offset : offset + max(0, limit)]
+            cur.execute(_SPANS_BY_ID, {"ids": [span_id for span_id, _, _ in window]})
+            nodes = {r["span_id"]: _node(r) for r in cur}
+        return TraceDetail(trace=trace, roots=_nest(nodes, window), total_spans=len(order), offset=offset)
 
     def get_span(self, span_id: uuid.UUID | str) -> SpanNode | None:
         with self._read() as cur:

@@ -61,6 +61,18 @@ REPLAY_ATTEMPTS_MAX = 3
 REPLAY_STALLED_S = 60.0
 
 
+@dataclass
+class QuarantineReplay:
+    """What ``replay_quarantine`` did: spans stored, refused again (back in the quarantine), left
+    in place (the database went away: ``error``), segments held by another process."""
+
+    stored: int = 0
+    refused: int = 0
+    left: int = 0
+    busy_segments: int = 0
+    error: str | None = None
+
+
 class Outcome(str, enum.Enum):
     """What became of a batch."""
 
@@ -462,6 +474,47 @@ class Delivery:
         self.record(report, replayed=True)
         self._set_aside(report.set_aside)
         return report.written
+
+    # -- the quarantine -----------------------------------------------------------------------------
+
+    def replay_quarantine(self) -> QuarantineReplay:
+        """Write what the quarantine holds, once (``otel-pg-spool replay``, after the cause is
+        fixed). Records refused again go back to the quarantine (new segments, with the new error);
+        when the database is down or not ready the rest stays where it is."""
+        out = QuarantineReplay()
+        if self.quarantine is None:
+            return out
+        self.quarantine.seal()
+        for path in self.quarantine.segments():
+            with self.quarantine.claim(path) as f:
+                if f is None:
+                    out.busy_segments += 1
+                    continue
+                for record in iter_records(f, path.name, skipped=self._count_corrupt):
+                    try:
+                        items = decode_payload(record.payload)
+                    except (ValueError, KeyError, TypeError, zlib.error):
+                        self._count_corrupt(record.span_count)
+                        continue
+                    timeout_s = self.settings.timeout_s
+                    try:
+                        report = self.writer.write(
+                            items, timeout=timeout_s, deadline=time.monotonic() + timeout_s
+                        )
+                    except Exception as exc:
+                        if classify(exc) in (Failure.DOWN, Failure.RETRY, Failure.NOT_READY, Failure.POOLER):
+                            out.error = safe_message(exc, self.settings.dsn)
+                            out.left = summarize(self.quarantine.directory).spans
+                            return out
+                        report = WriteReport(
+                            set_aside=[SetAside(items, safe_message(exc, self.settings.dsn))]
+                        )
+                    self.record(report, replayed=True)
+                    out.stored += report.written
+                    out.refused += self._set_aside(report.set_aside)[0]
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return out
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -45,6 +45,11 @@ TOKEN_COOKIE = "otel_pg_ui_token"
 REFRESH_S = 3
 LIST_REFRESH_S = 10
 PAGE_SIZE = 50
+#: Spans a trace page shows at most (more are paged: ``?offset=``); the page says how many are hidden.
+TRACE_PAGE_SPANS = 500
+#: Spans the JSON API returns per request by default, and at most (``?offset=&limit=``).
+API_SPANS = 1000
+API_SPANS_MAX = 5000
 
 
 def _json_default(value: Any) -> Any:
@@ -139,8 +144,10 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
         html = env.get_template(template).render(title=title, **context)
         return HTMLResponse(html, status_code=status)
 
-    def failure(request: Request, exc: Exception, status: int = 400) -> Response:
+    def failure(request: Request, exc: Exception, status: int | None = None) -> Response:
         message = str(exc)
+        if status is None:  # a timeout is 504, an unreachable database 503, a bad request 400
+            status = exc.status if isinstance(exc, TraceStoreError) else 400
         if request.url.path.startswith("/api/"):
             return _json({"error": message}, status)
         return page("error.html", status=status, message=message)
@@ -191,10 +198,21 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
             refresh=LIST_REFRESH_S if any(t.status == "running" for t in result.traces) else None,
         )
 
-    def load_trace(request: Request) -> TraceDetail | Response:
-        """The trace of the path, or the error response (page or JSON, by the path)."""
+    def window(request: Request, default: int, most: int) -> tuple[int, int]:
+        """``?offset=&limit=`` of a trace's spans, bounded."""
+        q = request.query_params
         try:
-            detail = store.get_trace(request.path_params["trace_id"])
+            offset = int(q.get("offset") or 0)
+            limit = int(q.get("limit") or default)
+        except ValueError:
+            raise TraceStoreError("offset and limit must be numbers") from None
+        return max(0, offset), max(1, min(limit, most))
+
+    def load_trace(request: Request, default: int, most: int) -> TraceDetail | Response:
+        """The trace of the path (a window of its spans), or the error response (page or JSON)."""
+        try:
+            offset, limit = window(request, default, most)
+            detail = store.get_trace(request.path_params["trace_id"], offset=offset, limit=limit)
         except TraceStoreError as exc:
             return failure(request, exc)
         if detail is None:
@@ -202,10 +220,16 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
         return detail
 
     def trace(request: Request) -> Response:
-        detail = load_trace(request)
+        detail = load_trace(request, TRACE_PAGE_SPANS, TRACE_PAGE_SPANS)
         if isinstance(detail, Response):
             return detail
         spans = detail.spans
+        keep = {k: v for k, v in request.query_params.items() if k not in ("offset", "span") and v}
+
+        def span_page(offset: int) -> str:
+            return "?" + urlencode({**keep, "offset": offset})
+
+        shown_to = detail.offset + len(spans)
         wanted = request.query_params.get("span")
         selected = detail.span(wanted) if wanted else None
         if selected is None and spans:  # the deepest failed span (where the error happened), else the root
@@ -225,6 +249,12 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
             output_value=views.plain_value(selected.outputs) if selected else None,
             token_rows=views.token_rows(selected.tokens) if selected else [],
             refresh=REFRESH_S if running else None,
+            total_spans=detail.total_spans,
+            hidden=detail.hidden,
+            shown_from=detail.offset + 1 if spans else 0,
+            shown_to=shown_to,
+            earlier=span_page(max(0, detail.offset - TRACE_PAGE_SPANS)) if detail.offset > 0 else None,
+            later=span_page(shown_to) if shown_to < detail.total_spans else None,
         )
 
     def sessions(request: Request) -> Response:
@@ -276,10 +306,28 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
         return _json({"traces": result.traces, "older": result.older, "newer": result.newer})
 
     def api_trace(request: Request) -> Response:
-        detail = load_trace(request)
+        """The trace and a page of its spans, flat, depth first (each with ``depth`` and
+        ``parent_span_id``; ``children`` are ids): bounded whatever the trace's size or depth."""
+        detail = load_trace(request, API_SPANS, API_SPANS_MAX)
         if isinstance(detail, Response):
             return detail
-        return _json({"trace": detail.trace, "spans": detail.roots})
+        spans = [
+            {
+                **{f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.name != "children"},
+                "children": [str(c.span_id) for c in node.children],
+            }
+            for node in detail.spans
+        ]
+        after = detail.offset + len(spans)
+        return _json(
+            {
+                "trace": detail.trace,
+                "spans": spans,
+                "offset": detail.offset,
+                "total_spans": detail.total_spans,
+                "next_offset": after if after < detail.total_spans else None,
+            }
+        )
 
     def stylesheet(request: Request) -> Response:
         return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
