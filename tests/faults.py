@@ -126,7 +126,9 @@ def find_pg_bin() -> Path | None:
 class ThrowawayPostgres:
     """A private PostgreSQL in a temp directory, run as the ``postgres`` OS user when we are root."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings``: server settings (``-c name=value``), e.g. a small lock table."""
+        self.settings = dict(settings or {})
         bindir = find_pg_bin()
         if bindir is None:
             raise RuntimeError("pg_ctl/initdb not found: install the PostgreSQL server package")
@@ -150,6 +152,7 @@ class ThrowawayPostgres:
 
     def _ctl(self, action: str, *extra: str) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", *extra, action
         )

@@ -240,6 +240,7 @@ class Delivery:
         t.add("dropped", report.dropped, reason="rejected_by_database")
         t.add("log_fragments_merged", report.merged)
         t.add("log_fragments_dropped", report.merge_dropped)
+        t.add("split_batches", report.splits)
 
     def deliver(self, items: list[SpoolItem]) -> Delivered:
         """Write with retries within the export timeout; spool what cannot be written now, set
@@ -448,6 +449,19 @@ class Delivery:
             )
         return "busy" if busy else "done"
 
+    def _last_try(self, items: list[SpoolItem], message: str) -> WriteReport:
+        """A record that keeps failing: written in halves, down to what fails alone (set aside),
+        within a few export timeouts."""
+        timeout_s = self.settings.timeout_s
+        try:
+            return self.writer.write(
+                items, timeout=timeout_s, deadline=time.monotonic() + 3 * timeout_s, split_timeouts=True
+            )
+        except Exception as exc:
+            return WriteReport(
+                set_aside=[SetAside(items, f"{message}; then {safe_message(exc, self.settings.dsn)}")]
+            )
+
     def _replay_record(self, key: tuple[str, int], items: list[SpoolItem]) -> int | None:
         """Write one spool record: spans stored (or set aside), or None when it must stay in the
         spool (the database is down or not ready). A record that keeps failing while the database
@@ -467,8 +481,13 @@ class Delivery:
                 failures = self._record_failures[key] = self._record_failures.get(key, 0) + 1
                 if failures < REPLAY_ATTEMPTS_MAX or not self._probe():
                     return None
-                message = f"failed {failures} times while the database answered: {message}"
-            report = WriteReport(set_aside=[SetAside(items, message)])
+                # It keeps failing while the database answers (a transaction our watchdog cuts
+                # every time, say): one last try that splits it like a refusal, then set aside.
+                report = self._last_try(
+                    items, f"failed {failures} times while the database answered: {message}"
+                )
+            else:
+                report = WriteReport(set_aside=[SetAside(items, message)])
         self._record_failures.pop(key, None)
         self._progress_at = time.monotonic()
         self.record(report, replayed=True)

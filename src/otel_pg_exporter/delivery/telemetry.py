@@ -58,7 +58,7 @@ class ExporterTelemetry:
         self._values: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._dropped_by_reason: dict[str, int] = {}
         self._latency = {"count": 0, "total_s": 0.0, "max_s": 0.0, "last_s": 0.0}
-        self._other: dict[str, int] = {"mapping_fallbacks": 0, "failed_batches": 0}
+        self._other: dict[str, int] = {"mapping_fallbacks": 0, "failed_batches": 0, "split_batches": 0}
 
     def add(self, key: str, value: int, reason: str | None = None) -> None:
         if value <= 0:

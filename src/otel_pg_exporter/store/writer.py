@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from ..failures import is_refusal
+from ..failures import TransactionTimedOut, is_refusal
 from ..logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from ..mapping import ns_to_datetime
 from ..records import EncodedSpan, Limits, row_json
@@ -71,6 +71,8 @@ class WriteReport:
     merge_dropped: int = 0
     errors: list[str] = field(default_factory=list)
     set_aside: list[SetAside] = field(default_factory=list)
+    #: chunks the server refused and that were written as halves instead
+    splits: int = 0
 
     @property
     def set_aside_count(self) -> int:
@@ -106,23 +108,29 @@ def _isolating(
 
 
 def _splitting(
-    items: list[Any], write: Callable[[list[Any]], None], report: WriteReport, deadline: float | None
+    items: list[Any],
+    write: Callable[[list[Any]], None],
+    report: WriteReport,
+    deadline: float | None,
+    split_timeouts: bool = False,
 ) -> None:
     """Write ``items``; when the server refuses them for a reason that will recur (out of shared
-    memory, a statement timeout, a program limit: ``failures.Failure.REFUSED``), write the halves
-    (by trace, then by span). What still fails alone, or once ``deadline`` has passed, is set aside
-    in ``report`` with its error. Every other error propagates."""
+    memory, a statement timeout, a program limit: ``failures.Failure.REFUSED``; with
+    ``split_timeouts`` also our own watchdog's cut), write the halves (by trace, then by span).
+    What still fails alone, or once ``deadline`` has passed, is set aside in ``report`` with its
+    error. Every other error propagates."""
     try:
         write(items)
     except Exception as exc:
-        if not is_refusal(exc):
+        if not (is_refusal(exc) or (split_timeouts and isinstance(exc, TransactionTimedOut))):
             raise
         parts = halves(items)
         if not parts or (deadline is not None and time.monotonic() >= deadline):
             report.set_aside.append(SetAside(list(items), _one_line(exc)))
             return
+        report.splits += 1
         for part in parts:
-            _splitting(part, write, report, deadline)
+            _splitting(part, write, report, deadline, split_timeouts)
 
 
 def _fragment_refused(report: WriteReport) -> Callable[[LogFragment, str], None]:
@@ -241,6 +249,7 @@ class SpanWriter:
         *,
         timeout: float | None = None,
         deadline: float | None = None,
+        split_timeouts: bool = False,
     ) -> WriteReport:
         """Store spans and merge log fragments, in transactions of at most
         ``max_traces_per_transaction`` traces each.
@@ -250,7 +259,9 @@ class SpanWriter:
         rows are isolated by bisection: a span is then stored without its payload, or dropped (and
         counted) if even that fails; a fragment is dropped and counted. Refusals that will recur
         (``failures.Failure.REFUSED``) split the chunk by trace; what still fails alone, or after
-        ``deadline`` (``time.monotonic()``), is returned in ``report.set_aside``."""
+        ``deadline`` (``time.monotonic()``), is returned in ``report.set_aside``. With
+        ``split_timeouts`` a transaction our watchdog cut is split the same way (the replayer's last
+        try of a record that keeps timing out while the database answers)."""
         report = WriteReport()
         spans = [i for i in items if isinstance(i, EncodedSpan)]
         fragments = [i for i in items if isinstance(i, LogFragment)]
@@ -262,7 +273,7 @@ class SpanWriter:
                 report.written += stored  # after the call: ``refused`` adds what it degraded
 
             for chunk in chunks_by_trace(spans, self._max_traces):
-                _splitting(chunk, store, report, deadline)
+                _splitting(chunk, store, report, deadline, split_timeouts)
         if fragments:
             dropped = _fragment_refused(report)
 
@@ -271,7 +282,7 @@ class SpanWriter:
                 report.merged += merged
 
             for chunk in chunks_by_trace(fragments, self._max_traces):
-                _splitting(chunk, merge, report, deadline)
+                _splitting(chunk, merge, report, deadline, split_timeouts)
         return report
 
     def _merge_transaction(self, fragments: list[LogFragment], timeout: float | None) -> None:
