@@ -268,7 +268,7 @@ def test_the_spool_replay_sets_aside_what_is_refused_and_goes_on(make_database, 
     try:
         run_id = uuid.uuid4().hex
         proxy.cut()
-        spans, ids = _runs(run_id, 10, stuck_at=4)
+        spans, _ = _runs(run_id, 10, stuck_at=4)
         assert exporter.export_with_outcome(spans).outcome is Outcome.SPOOLED
         proxy.restore()
         assert wait_for(lambda: _count(dsn, run_id) == 20, 60)  # the stuck step set aside, the rest replayed
