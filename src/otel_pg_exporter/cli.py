@@ -367,7 +367,10 @@ def spool_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     spool_dir = args.spool_dir or os.environ.get("OTEL_EXPORTER_POSTGRES_SPOOL_DIR")
-    directory = spool_root(spool_dir) / destination_key(dsn)
+    try:
+        directory = spool_root(spool_dir) / destination_key(dsn)
+    except OSError as exc:
+        return _fail(prog, f"spool directory not usable: {exc}", dsn)
     quarantine = directory / QUARANTINE
     if args.action == "list":
         for label, where, errors in (("spool", directory, False), ("quarantine", quarantine, True)):

@@ -728,7 +728,14 @@ def check_spool(dsn: str, opts: DoctorOptions) -> list[Finding]:
     )
     if (setting or "").strip().lower() in SPOOL_OFF:
         return []
-    directory = spool_root(setting) / destination_key(dsn)
+    try:
+        directory = spool_root(setting) / destination_key(dsn)
+    except OSError as exc:  # the per-user temp fallback is not ours
+        return [
+            Finding(
+                "spool", WARN, f"spool directory not usable: {exc}", "set OTEL_EXPORTER_POSTGRES_SPOOL_DIR"
+            )
+        ]
     if not directory.is_dir():
         return [Finding("spool", OK, "no spool for this database on this machine")]
     findings: list[Finding] = []

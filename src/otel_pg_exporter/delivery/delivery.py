@@ -150,8 +150,9 @@ class Delivery:
         self.spool: Spool | None = None
         self.quarantine: Spool | None = None
         if s.spool_enabled:
-            root = spool_root(s.spool_dir)
+            root: Any = s.spool_dir or "the default spool directory"
             try:
+                root = spool_root(s.spool_dir)
                 self.spool = Spool(root, s.dsn, s.spool_max_bytes)
                 self.quarantine = Spool(root, s.dsn, s.spool_max_bytes, folder=QUARANTINE)
             except OSError as exc:  # a read-only or missing volume must not stop the application

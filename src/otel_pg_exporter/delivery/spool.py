@@ -101,7 +101,8 @@ def default_spool_root() -> Path:
             return candidate
     except OSError:
         pass
-    return Path(tempfile.gettempdir()) / f"otel-pg-exporter-{os.getuid()}" / "spool"
+    # /tmp is shared: the per-user directory may have been made by someone else first
+    return private_directory(Path(tempfile.gettempdir()) / f"otel-pg-exporter-{os.getuid()}") / "spool"
 
 
 def spool_root(spool_dir: str | None) -> Path:
