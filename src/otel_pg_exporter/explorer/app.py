@@ -50,6 +50,8 @@ TRACE_PAGE_SPANS = 500
 #: Spans the JSON API returns per request by default, and at most (``?offset=&limit=``).
 API_SPANS = 1000
 API_SPANS_MAX = 5000
+#: Ids of a span's ``child_spans`` column shown (page) or returned (API) at most; the count is given.
+CHILD_IDS_SHOWN = 100
 
 
 def _json_default(value: Any) -> Any:
@@ -250,6 +252,7 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
             token_rows=views.token_rows(selected.tokens) if selected else [],
             refresh=REFRESH_S if running else None,
             total_spans=detail.total_spans,
+            child_ids_shown=CHILD_IDS_SHOWN,
             hidden=detail.hidden,
             shown_from=detail.offset + 1 if spans else 0,
             shown_to=shown_to,
@@ -311,10 +314,13 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
         detail = load_trace(request, API_SPANS, API_SPANS_MAX)
         if isinstance(detail, Response):
             return detail
+        skip = ("children", "child_spans")
         spans = [
             {
-                **{f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.name != "children"},
-                "children": [str(c.span_id) for c in node.children],
+                **{f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.name not in skip},
+                "children": [str(c.span_id) for c in node.children],  # in this page
+                "child_spans": node.child_spans[:CHILD_IDS_SHOWN],
+                "child_spans_total": len(node.child_spans),
             }
             for node in detail.spans
         ]
