@@ -64,6 +64,8 @@ SIZES = {
         "spooling_spans": 20_000,
         "doctor_spans": 1_000_000,
         "explorer_spans": 1_000_000,
+        # Collector-sized requests: (spans = traces per request, requests, big bodies, MiB each)
+        "burst": (20_000, 3, 6, 15),
     },
     "smoke": {
         "e2e_traces": 50,
@@ -77,6 +79,7 @@ SIZES = {
         "spooling_spans": 500,
         "doctor_spans": 1000,
         "explorer_spans": 1000,
+        "burst": (300, 2, 2, 1),
     },
 }
 
@@ -282,6 +285,133 @@ def gateway_phase(dsn: str, traces: int, payload: int, conventions: Sequence[str
     }
     if pg.available:
         out["pg_cpu_us_per_span"] = pg_cpu / max(1, stored) * 1e6
+    return out
+
+
+def _one_span_traces(n: int, run: int) -> list[Any]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench-burst")
+    for i in range(n):
+        with tracer.start_as_current_span("request", attributes={"burst.run": run, "i": i}):
+            pass
+    return list(memory.get_finished_spans())
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return status, time.perf_counter() - started
+
+
+def burst_phase(dsn: str, per_request: int, requests: int, big: int, big_mib: int) -> dict[str, Any]:
+    """Collector-sized requests to ``otel-pg-gateway`` in another process: ``requests`` gzip'd
+    OTLP/protobuf requests of ``per_request`` spans from as many traces (a Collector's ``batch``
+    processor sends that much: its ``send_batch_max_size`` is unlimited by default), each stored in
+    full (counted); then ``/healthz`` and a small request timed while ``big`` OTLP/JSON bodies of
+    ``big_mib`` MiB each are being decoded and written."""
+    import gzip
+    import threading
+    import urllib.request
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    truncate(dsn)
+    bodies = [gzip.compress(encode_spans(_one_span_traces(per_request, r)).SerializeToString()) for r in range(requests)]
+    gateway = GatewayProcess(dsn)
+    base = gateway.endpoint.rsplit("/v1/", 1)[0]
+    out: dict[str, Any] = {"spans_per_request": per_request, "requests": requests}
+    try:
+        seconds, statuses = [], []
+        for body in bodies:
+            status, took = _post(
+                gateway.endpoint, body, {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+            )
+            statuses.append(status)
+            seconds.append(took)
+        out.update(statuses=statuses, seconds=seconds, stored=count_spans(dsn))
+        out["spans_per_s"] = per_request * requests / sum(seconds)
+        # big bodies in flight: is the event loop still free?
+        attribute = "x" * 4096
+        n_spans = max(1, big_mib * 1024 * 1024 // 4400)
+        big_doc = {
+            "resourceSpans": [
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": uuid.uuid4().hex,
+                                    "spanId": os.urandom(8).hex(),
+                                    "name": "big",
+                                    "startTimeUnixNano": "1",
+                                    "endTimeUnixNano": "2",
+                                    "attributes": [{"key": "input.value", "value": {"stringValue": attribute}}],
+                                }
+                                for _ in range(n_spans)
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
+        big_body = json.dumps(big_doc).encode()
+        health: list[float] = []
+        small: list[tuple[int, float]] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                with urllib.request.urlopen(f"{base}/healthz", timeout=60) as response:
+                    response.read()
+                health.append(time.perf_counter() - started)
+                time.sleep(0.02)
+
+        big_statuses: list[int] = []
+
+        def upload() -> None:
+            big_statuses.append(_post(gateway.endpoint, big_body, {"Content-Type": "application/json"})[0])
+
+        uploads = [threading.Thread(target=upload) for _ in range(big)]
+        poller = threading.Thread(target=poll)
+        poller.start()
+        for t in uploads:
+            t.start()
+        time.sleep(0.2)
+        small_body = encode_spans(_one_span_traces(3, requests + 1)).SerializeToString()
+        while any(t.is_alive() for t in uploads):
+            small.append(_post(gateway.endpoint, small_body, {"Content-Type": "application/x-protobuf"}))
+            time.sleep(0.1)
+        for t in uploads:
+            t.join()
+        stop.set()
+        poller.join()
+        out["big_bodies"] = {
+            "bodies": big,
+            "mib_each": round(len(big_body) / 1024 / 1024, 1),
+            "statuses": sorted(big_statuses),
+            "healthz_ms_p50": statistics.median(health) * 1000 if health else None,
+            "healthz_ms_max": max(health) * 1000 if health else None,
+            "small_requests": len(small),
+            "small_ok": sum(1 for status, _ in small if status == 200),
+            "small_ms_max": max(took for _, took in small) * 1000 if small else None,
+        }
+    finally:
+        gateway.close()
     return out
 
 
@@ -827,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--skip",
         default="",
         help="comma list of phases to skip: "
-        "e2e,gateway,spooling,writer,memory,growth,doctor,explorer,profile,logs,retention",
+        "e2e,gateway,burst,spooling,writer,memory,growth,doctor,explorer,profile,logs,retention",
     )
     parser.add_argument("--only", default="", help="comma list of the phases to run (the others are skipped)")
     parser.add_argument("--retention", action="store_true", help="shorthand for --only retention")
@@ -840,6 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip |= {
             "e2e",
             "gateway",
+            "burst",
             "spooling",
             "writer",
             "memory",
@@ -898,6 +1029,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "gateway" not in skip:
             results["gateway"] = gateway_phase(dsn, size["e2e_traces"], args.payload, conventions)
+            save()
+        if "burst" not in skip:
+            results["burst"] = burst_phase(dsn, *size["burst"])
             save()
         if "spooling" not in skip:
             results["spooling"] = spooling(size["spooling_spans"], args.payload)
@@ -1015,6 +1149,28 @@ def report(r: dict[str, Any]) -> None:
                 "",
             ),
         ]
+    if "burst" in r:
+        b = r["burst"]
+        total = b["spans_per_request"] * b["requests"]
+        rows.append(
+            (
+                f"Collector burst: {b['requests']} gzip requests of {b['spans_per_request']:,} spans from as many traces",
+                f"{b['stored']:,}/{total:,} stored, {' / '.join(f'{x:.1f}' for x in b['seconds'])} s per request "
+                f"({b['spans_per_s']:,.0f} spans/s), answers {sorted(set(b['statuses']))}",
+                "",
+            )
+        )
+        big = b.get("big_bodies")
+        if big:
+            rows.append(
+                (
+                    f"/healthz while {big['bodies']} OTLP/JSON bodies of {big['mib_each']} MiB are written",
+                    f"p50 {big['healthz_ms_p50']:.0f} ms, max {big['healthz_ms_max']:.0f} ms; small request "
+                    f"{big['small_ok']}/{big['small_requests']} ok, max {big['small_ms_max']:.0f} ms; "
+                    f"big answers {big['statuses']}",
+                    "",
+                )
+            )
     if "spooling" in r:
         sp = r["spooling"]
         rows.append(

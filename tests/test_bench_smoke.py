@@ -36,6 +36,10 @@ def test_bench_smoke_mode_runs_every_phase(pg_server_dsn: str, tmp_path: Path) -
     gateway = result["gateway"]  # the workload over OTLP/HTTP through otel-pg-gateway: every span stored
     assert gateway["stored"] == gateway["spans"] and gateway["gateway_cpu_us_per_span"] >= 0
     assert "official exporter -> otel-pg-gateway" in proc.stdout
+    burst = result["burst"]  # Collector-sized requests: every span of every request stored
+    assert burst["stored"] == burst["spans_per_request"] * burst["requests"] and set(burst["statuses"]) == {200}
+    assert burst["big_bodies"]["small_ok"] == burst["big_bodies"]["small_requests"]
+    assert "Collector burst" in proc.stdout
     assert result["writer"]["ours"]["stored"] == result["writer"]["ours"]["spans"]
     assert result["memory"]["stored"] == result["memory"]["spans"]
     assert result["spooling"]["spooled"] > 0 and result["spooling"]["ratio"] > 0
