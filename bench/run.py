@@ -314,6 +314,8 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
+    except OSError:  # answered (429) and closed before the whole body was sent
+        status = -1
     return status, time.perf_counter() - started
 
 
