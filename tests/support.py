@@ -128,6 +128,15 @@ def drop_exporter_role(dsn: str) -> None:
             conn.execute("DROP ROLE otel_exporter")
 
 
+def count_spans(dsn: str, run_id: str, attribute: str = "run.id") -> int:
+    """Stored (not placeholder) spans whose ``attribute`` is ``run_id``."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM spans WHERE status <> 'pending' AND metadata->'attributes'->>%s = %s",
+            (attribute, run_id),
+        ).fetchone()[0]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as s:

@@ -24,7 +24,7 @@ from otel_pg_exporter.delivery import Outcome
 from otel_pg_exporter.doctor import DoctorOptions, diagnose
 from otel_pg_exporter.failures import Failure, classify
 from otel_pg_exporter.receiver.app import Gateway, create_app
-from support import Capture, Served, chat_attributes
+from support import Capture, Served, chat_attributes, count_spans
 
 STUCK = "stuck step"
 #: A trigger that makes one span name slow: under a statement timeout its trace cannot be written.
@@ -36,14 +36,6 @@ BEGIN
 END $$;
 CREATE TRIGGER test_stall BEFORE INSERT OR UPDATE ON spans FOR EACH ROW EXECUTE FUNCTION test_stall();
 """
-
-
-def _count(dsn: str, run_id: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM spans WHERE status <> 'pending' AND metadata->'attributes'->>'run.id' = %s",
-            (run_id,),
-        ).fetchone()[0]
 
 
 def _one_span_traces(n: int, run_id: str) -> list[Any]:
@@ -63,10 +55,14 @@ def _runs(run_id: str, n: int, stuck_at: int | None = None) -> tuple[list[Any], 
     for i in range(n):
         with capture.tracer.start_as_current_span("agent run", attributes={"run.id": run_id}) as root:
             ids.append(root.get_span_context().trace_id)
-            with capture.tracer.start_as_current_span("chat", attributes={**chat_attributes(10, 5), "run.id": run_id}):
+            with capture.tracer.start_as_current_span(
+                "chat", attributes={**chat_attributes(10, 5), "run.id": run_id}
+            ):
                 pass
             if i == stuck_at:
-                with capture.tracer.start_as_current_span(STUCK, attributes={**chat_attributes(100, 50), "run.id": run_id}):
+                with capture.tracer.start_as_current_span(
+                    STUCK, attributes={**chat_attributes(100, 50), "run.id": run_id}
+                ):
                     pass
     return capture.take(), ids
 
@@ -130,13 +126,13 @@ def test_more_traces_than_the_lock_table_holds_are_stored_in_full(small_lock_tab
     try:
         delivered = exporter.export_with_outcome(spans)
         assert delivered.outcome is Outcome.STORED and delivered.refused == 0
-        assert _count(dsn, run_id) == 3000
+        assert count_spans(dsn, run_id) == 3000
         stats = exporter.stats()
         assert stats["quarantined"] == 0 and stats["spooled"] == 0 and stats["retried"] == 0
         assert stats["split_batches"] == 0  # transactions of 500 traces fit: chunking was enough
         after = uuid.uuid4().hex
         assert exporter.export_with_outcome(_one_span_traces(10, after)).outcome is Outcome.STORED
-        assert _count(dsn, after) == 10
+        assert count_spans(dsn, after) == 10
     finally:
         exporter.shutdown()
     # a bound the lock table cannot hold: "out of shared memory" splits the chunk, never "down"
@@ -146,7 +142,7 @@ def test_more_traces_than_the_lock_table_holds_are_stored_in_full(small_lock_tab
         delivered = unbounded.export_with_outcome(_one_span_traces(3000, again))
         assert delivered.outcome is Outcome.STORED and delivered.refused == 0
         stats = unbounded.stats()
-        assert _count(dsn, again) == 3000 and stats["split_batches"] >= 2 and stats["retried"] == 0
+        assert count_spans(dsn, again) == 3000 and stats["split_batches"] >= 2 and stats["retried"] == 0
         assert stats["spooled"] == 0 and stats["quarantined"] == 0
     finally:
         unbounded.shutdown()
@@ -159,11 +155,14 @@ def test_the_gateway_stores_a_collector_burst_on_a_small_lock_table(small_lock_t
     served = Served(create_app(gateway))
     try:
         request = urllib.request.Request(
-            f"{served.url}/v1/traces", data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+            f"{served.url}/v1/traces",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/x-protobuf"},
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status == 200 and response.read() == b""  # no partial success: all stored
-        assert _count(small_lock_table.dsn, run_id) == 3000
+        assert count_spans(small_lock_table.dsn, run_id) == 3000
         assert gateway.stats()["exporter"]["quarantine_spans"] == 0
     finally:
         served.close()
@@ -176,18 +175,22 @@ def test_a_batch_slower_than_the_statement_timeout_is_split_and_stored(make_data
         conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET statement_timeout = 100')
     run_id = uuid.uuid4().hex
     spans = _one_span_traces(6000, run_id)
-    exporter = PostgresSpanExporter(dsn, spool_dir=str(tmp_path), timeout_s=30, max_traces_per_transaction=100_000)
+    exporter = PostgresSpanExporter(
+        dsn, spool_dir=str(tmp_path), timeout_s=30, max_traces_per_transaction=100_000
+    )
     try:
         delivered = exporter.export_with_outcome(spans)
         assert delivered.outcome is Outcome.STORED and delivered.refused == 0
-        assert _count(dsn, run_id) == 6000
+        assert count_spans(dsn, run_id) == 6000
         stats = exporter.stats()
         assert stats["split_batches"] >= 1 and stats["spooled"] == 0 and stats["quarantined"] == 0
     finally:
         exporter.shutdown()
 
 
-def test_a_trace_refused_alone_is_quarantined_and_replayed_once_fixed(make_database, tmp_path, capsys) -> None:
+def test_a_trace_refused_alone_is_quarantined_and_replayed_once_fixed(
+    make_database, tmp_path, capsys
+) -> None:
     dsn = _stalling_db(make_database)
     run_id = uuid.uuid4().hex
     spans, ids = _runs(run_id, 20, stuck_at=7)
@@ -196,11 +199,11 @@ def test_a_trace_refused_alone_is_quarantined_and_replayed_once_fixed(make_datab
         delivered = exporter.export_with_outcome(spans)
         assert delivered.outcome is Outcome.STORED and delivered.refused == 1
         assert "statement timeout" in (delivered.reason or "")
-        assert _count(dsn, run_id) == 40  # 20 roots and 20 chats; only the stuck step is set aside
+        assert count_spans(dsn, run_id) == 40  # 20 roots and 20 chats; only the stuck step is set aside
         # the next batch is not held behind the refused one
         nxt = uuid.uuid4().hex
         assert exporter.export_with_outcome(_runs(nxt, 3)[0]).outcome is Outcome.STORED
-        assert _count(dsn, nxt) == 6
+        assert count_spans(dsn, nxt) == 6
         stats = exporter.stats()
         assert stats["quarantined"] == 1 and stats["quarantine_spans"] == 1 and stats["state"] == "ok"
     finally:
@@ -210,7 +213,7 @@ def test_a_trace_refused_alone_is_quarantined_and_replayed_once_fixed(make_datab
     try:
         later = uuid.uuid4().hex
         assert restarted.export_with_outcome(_runs(later, 2)[0]).outcome is Outcome.STORED
-        assert _count(dsn, later) == 4 and restarted.stats()["quarantine_spans"] == 1
+        assert count_spans(dsn, later) == 4 and restarted.stats()["quarantine_spans"] == 1
     finally:
         restarted.shutdown()
     found = {f.name: f for f in diagnose(dsn, options=DoctorOptions(spool_dir=str(tmp_path)))}
@@ -249,14 +252,16 @@ def test_the_gateway_reports_refused_spans_as_partial_success(make_database, tmp
             answer = ExportTraceServiceResponse.FromString(response.read())
         assert answer.partial_success.rejected_spans == 1
         assert "refused by the database" in answer.partial_success.error_message
-        assert _count(dsn, run_id) == 12
+        assert count_spans(dsn, run_id) == 12
         stats = gateway.stats()
         assert stats["spans_rejected"] == 1 and stats["spans_accepted"] == 12
         assert stats["exporter"]["quarantine_spans"] == 1
         ready = urllib.request.Request(f"{served.url}/readyz", headers={"Authorization": "Bearer t0ken"})
         with urllib.request.urlopen(ready, timeout=10) as response:
             detail = json.loads(response.read())
-        assert detail["ready"] is True and detail["quarantine_spans"] == 1 and detail["replay_stalled"] is False
+        assert (
+            detail["ready"] is True and detail["quarantine_spans"] == 1 and detail["replay_stalled"] is False
+        )
     finally:
         served.close()
 
@@ -271,12 +276,16 @@ def test_the_spool_replay_sets_aside_what_is_refused_and_goes_on(make_database, 
         spans, _ = _runs(run_id, 10, stuck_at=4)
         assert exporter.export_with_outcome(spans).outcome is Outcome.SPOOLED
         proxy.restore()
-        assert wait_for(lambda: _count(dsn, run_id) == 20, 60)  # the stuck step set aside, the rest replayed
+        assert wait_for(
+            lambda: count_spans(dsn, run_id) == 20, 60
+        )  # the stuck step set aside, the rest replayed
         assert wait_for(lambda: exporter.stats()["quarantine_spans"] == 1, 30)
-        assert wait_for(lambda: not list(tmp_path.rglob("*.spool")) or exporter.stats()["spool_bytes"] == 0, 30)
+        assert wait_for(
+            lambda: not list(tmp_path.rglob("*.spool")) or exporter.stats()["spool_bytes"] == 0, 30
+        )
         later = uuid.uuid4().hex
         assert exporter.export_with_outcome(_runs(later, 2)[0]).outcome is Outcome.STORED
-        assert _count(dsn, later) == 4
+        assert count_spans(dsn, later) == 4
     finally:
         exporter.shutdown()
         proxy.close()
@@ -300,13 +309,13 @@ def test_a_record_that_keeps_timing_out_does_not_hold_the_line(make_database, tm
         assert first.outcome is Outcome.SPOOLED  # cut by the watchdog until the export timeout
         other = uuid.uuid4().hex
         assert exporter.export_with_outcome(_runs(other, 2)[0]).durable
-        assert wait_for(lambda: _count(dsn, other) == 4, 30)  # not held behind the stuck record
+        assert wait_for(lambda: count_spans(dsn, other) == 4, 30)  # not held behind the stuck record
         assert wait_for(lambda: exporter.stats()["quarantined"] >= 1, 60)
         assert wait_for(lambda: exporter.stats()["spool_bytes"] == 0, 30)
         # nothing lost, nothing doubled: the record's 17 spans are stored or set aside, and the
         # split stored the good traces it reached within its deadline
         held = exporter.stats()["quarantine_spans"]
-        assert _count(dsn, run_id) + held == 17 and 3 <= held < 17
+        assert count_spans(dsn, run_id) + held == 17 and 3 <= held < 17
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT count(*) FROM spans WHERE name = %s", (STUCK,)).fetchone()[0] == 0
     finally:

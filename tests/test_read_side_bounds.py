@@ -181,7 +181,8 @@ def test_text_output_escapes_control_characters(make_database, tmp_path) -> None
     install_schema(dsn)
     capture = Capture()
     with capture.tracer.start_as_current_span(
-        "chat", attributes=chat_attributes(10, 5, **{"gen_ai.request.model": FORGED, "gen_ai.workflow.name": FORGED})
+        "chat",
+        attributes=chat_attributes(10, 5, **{"gen_ai.request.model": FORGED, "gen_ai.workflow.name": FORGED}),
     ):
         pass
     exporter = PostgresSpanExporter(dsn, spool_dir="off")
@@ -190,7 +191,11 @@ def test_text_output_escapes_control_characters(make_database, tmp_path) -> None
     env = {"OTEL_EXPORTER_POSTGRES_DSN": dsn, "OTEL_EXPORTER_POSTGRES_SPOOL_DIR": str(tmp_path), "PATH": ""}
     for command in ("doctor_main", "report_main"):
         out = subprocess.run(
-            [sys.executable, "-c", f"import sys; from otel_pg_exporter.cli import {command} as m; sys.exit(m([]))"],
+            [
+                sys.executable,
+                "-c",
+                f"import sys; from otel_pg_exporter.cli import {command} as m; sys.exit(m([]))",
+            ],
             capture_output=True,
             text=True,
             env=env,

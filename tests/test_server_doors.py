@@ -29,7 +29,7 @@ from otel_pg_exporter import serving
 from otel_pg_exporter.explorer.app import create_app as explorer_app
 from otel_pg_exporter.receiver.app import Gateway, create_app
 from otel_pg_exporter.trace_store import TraceStore
-from support import Capture, Served, free_port
+from support import Capture, Served, count_spans, free_port
 
 
 def _spans(run_id: str, n: int) -> list[Any]:
@@ -40,15 +40,10 @@ def _spans(run_id: str, n: int) -> list[Any]:
     return capture.take()
 
 
-def _count(dsn: str, run_id: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM spans WHERE metadata->'attributes'->>'run.id' = %s", (run_id,)
-        ).fetchone()[0]
-
-
 def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers or {})
+    request = urllib.request.Request(
+        url, data=body, method="POST" if body is not None else "GET", headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -78,16 +73,23 @@ def test_every_gzip_member_is_stored_and_trailing_garbage_refused(db_dsn: str, g
     first = encode_spans(_spans(run_id, 3)).SerializeToString()
     second = encode_spans(_spans(run_id, 4)).SerializeToString()
     # protobuf messages concatenate: gzip(A) + gzip(B) is one request of A's spans and B's
-    status, _ = _request(f"{gateway.url}/v1/traces", gzip.compress(first) + gzip.compress(second), {**PB, "Content-Encoding": "gzip"})
-    assert status == 200 and _count(db_dsn, run_id) == 7
+    status, _ = _request(
+        f"{gateway.url}/v1/traces",
+        gzip.compress(first) + gzip.compress(second),
+        {**PB, "Content-Encoding": "gzip"},
+    )
+    assert status == 200 and count_spans(db_dsn, run_id) == 7
     other = uuid.uuid4().hex
     body = gzip.compress(encode_spans(_spans(other, 2)).SerializeToString()) + b"trailing garbage"
     status, answer = _request(f"{gateway.url}/v1/traces", body, {**PB, "Content-Encoding": "gzip"})
-    assert status == 400 and b"not a gzip member" in answer and _count(db_dsn, other) == 0
+    assert status == 400 and b"not a gzip member" in answer and count_spans(db_dsn, other) == 0
 
 
 def test_json_nested_thousands_deep_is_a_400(db_dsn: str, gateway: _Gw, caplog) -> None:
-    deep = '{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":' + '{"arrayValue":{"values":[' * 5000
+    deep = (
+        '{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":'
+        + '{"arrayValue":{"values":[' * 5000
+    )
     deep += "]}}" * 5000 + "}]}}]}"
     status, answer = _request(f"{gateway.url}/v1/traces", deep.encode(), {"Content-Type": "application/json"})
     assert status == 400 and "nested deeper" in json.loads(answer)["message"]
@@ -96,7 +98,7 @@ def test_json_nested_thousands_deep_is_a_400(db_dsn: str, gateway: _Gw, caplog) 
     assert status == 400 and "Traceback" not in caplog.text
     run_id = uuid.uuid4().hex
     ok, _ = _request(f"{gateway.url}/v1/traces", encode_spans(_spans(run_id, 2)).SerializeToString(), PB)
-    assert ok == 200 and _count(db_dsn, run_id) == 2
+    assert ok == 200 and count_spans(db_dsn, run_id) == 2
 
 
 def _stall_upload(url: str, declared: int, sent: int) -> socket.socket:
@@ -117,11 +119,15 @@ def test_big_and_slow_bodies_do_not_hold_up_health_or_a_small_request(db_dsn: st
     try:
         for _ in range(4):  # four 15 MB uploads in flight, a megabyte each so far
             stalled.append(_stall_upload(served.url, 15 * 1024 * 1024, 1024 * 1024))
-        assert wait_for(lambda: served.gateway._budget.held >= 4 * 15 * 1024 * 1024, 10)  # taken before reading
+        assert wait_for(
+            lambda: served.gateway._budget.held >= 4 * 15 * 1024 * 1024, 10
+        )  # taken before reading
         assert _request(f"{served.url}/healthz")[0] == 200
         run_id = uuid.uuid4().hex
-        status, _ = _request(f"{served.url}/v1/traces", encode_spans(_spans(run_id, 3)).SerializeToString(), PB)
-        assert status == 200 and _count(db_dsn, run_id) == 3
+        status, _ = _request(
+            f"{served.url}/v1/traces", encode_spans(_spans(run_id, 3)).SerializeToString(), PB
+        )
+        assert status == 200 and count_spans(db_dsn, run_id) == 3
         # the byte budget (64 MiB) is nearly held: one more big upload is refused before it is read
         big = _stall_upload(served.url, 15 * 1024 * 1024, 0)
         stalled.append(big)
@@ -154,7 +160,9 @@ def test_half_sent_headers_are_cut(db_dsn: str, monkeypatch) -> None:
 
 def test_readyz_is_single_flight_and_names_nothing(db_dsn: str, gateway: _Gw) -> None:
     answers: list[tuple[int, bytes]] = []
-    threads = [threading.Thread(target=lambda: answers.append(_request(f"{gateway.url}/readyz"))) for _ in range(45)]
+    threads = [
+        threading.Thread(target=lambda: answers.append(_request(f"{gateway.url}/readyz"))) for _ in range(45)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -191,7 +199,12 @@ def test_a_forged_host_is_refused_without_a_token(db_dsn: str) -> None:
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from otel_pg_exporter.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))", *args[1:]],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from otel_pg_exporter.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))",
+            *args[1:],
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,7 +11,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from faults import TcpProxy, wait_for
@@ -24,7 +23,7 @@ from otel_pg_exporter.delivery.spool import (
     destination_key,
     private_directory,
 )
-from support import Capture
+from support import Capture, count_spans
 
 ROOT = os.geteuid() == 0
 
@@ -39,13 +38,6 @@ def _spans(run_id: str, n: int) -> list:
         with capture.tracer.start_as_current_span("hygiene", attributes={"run.id": run_id}):
             pass
     return capture.take()
-
-
-def _count(dsn: str, run_id: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM spans WHERE metadata->'attributes'->>'run.id' = %s", (run_id,)
-        ).fetchone()[0]
 
 
 def _other_user() -> int:
@@ -93,7 +85,7 @@ def test_a_directory_others_may_write_is_refused(db_dsn: str, tmp_path: Path, ca
         assert "not usable" in caplog.text
         run_id = uuid.uuid4().hex
         assert exporter.export(_spans(run_id, 2)).name == "SUCCESS"  # the database still gets them
-        assert _count(db_dsn, run_id) == 2
+        assert count_spans(db_dsn, run_id) == 2
     finally:
         exporter.shutdown()
 
@@ -149,7 +141,7 @@ def test_the_temp_fallback_is_refused_when_planted_and_a_planted_segment_never_r
     os.chown(segment, _other_user(), -1)
     replayer = PostgresSpanExporter(db_dsn, spool_dir=str(root), shutdown_timeout_s=2)
     try:
-        assert not wait_for(lambda: _count(db_dsn, forged) > 0, 3)
+        assert not wait_for(lambda: count_spans(db_dsn, forged) > 0, 3)
     finally:
         replayer.shutdown()
-    assert _count(db_dsn, forged) == 0 and segment.exists()
+    assert count_spans(db_dsn, forged) == 0 and segment.exists()

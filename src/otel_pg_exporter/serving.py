@@ -157,22 +157,11 @@ def server_config(
     )
 
 
-def serve(
-    app: Any,
-    host: str,
-    port: int,
-    *,
-    token: str | None,
-    allow_hosts: Iterable[str] = (),
-    max_connections: int = MAX_CONNECTIONS,
-) -> None:
-    """Run ``app`` (see ``server_config``) until interrupted."""
+def serve(app: Any, host: str, port: int, **options: Any) -> None:
+    """Run ``app`` (see ``server_config`` for ``options``) until interrupted."""
     import uvicorn
 
-    config = server_config(
-        app, host, port, token=token, allow_hosts=allow_hosts, max_connections=max_connections
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(app, host, port, **options)).run()
 
 
 def read_secret_file(path: str) -> str:

@@ -144,7 +144,6 @@ class Delivery:
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
         self._fork_orphans: list[Any] = []
-        self._set_aside_log = StateLog(describe(s.dsn))
         self._record_failures: dict[tuple[str, int], int] = {}
         self._progress_at = time.monotonic()  # the replay last advanced, or the spool was empty
         self.spool: Spool | None = None
