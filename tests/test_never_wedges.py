@@ -320,3 +320,24 @@ def test_a_record_that_keeps_timing_out_does_not_hold_the_line(make_database, tm
             assert conn.execute("SELECT count(*) FROM spans WHERE name = %s", (STUCK,)).fetchone()[0] == 0
     finally:
         exporter.shutdown()
+
+
+def test_quarantine_counts_are_reused_only_while_a_segment_keeps_its_size(db_dsn, tmp_path: Path) -> None:
+    from otel_pg_exporter.delivery.spool import QUARANTINE, Spool, summarize
+
+    quarantine = Spool(tmp_path, db_dsn, 1 << 20, folder=QUARANTINE)
+    exporter = PostgresSpanExporter(db_dsn, spool_dir="off")
+    try:
+        encoded = exporter.encode(_runs(uuid.uuid4().hex, 2)[0])
+    finally:
+        exporter.shutdown()
+    quarantine.append(encoded[:3], "first")
+    counted: dict = {}
+    assert summarize(quarantine.directory, counted=counted).spans == 3 and len(counted) == 1
+    quarantine.append(encoded[3:], "second")  # same (active) segment, grown: read again
+    assert summarize(quarantine.directory, counted=counted).spans == len(encoded)
+    quarantine.seal()
+    (segment,) = quarantine.directory.glob("*.spool")
+    assert counted[segment.name][2] == len(encoded)
+    segment.unlink()  # replayed or dropped: forgotten
+    assert summarize(quarantine.directory, counted=counted).spans == 0 and counted == {}

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..store import ContentPolicy, SetAside, SpanWriter, WriteReport
 from .retry import ATTEMPT_MIN_S, StateLog, backoff
 from .spool import (
     QUARANTINE,
+    SegmentCounts,
     Spool,
     SpoolItem,
     decode_payload,
@@ -54,6 +56,8 @@ logger = logging.getLogger("otel_pg_exporter")
 
 #: How often the replayer looks for spool segments left by other (crashed) processes.
 RESCAN_S = 30.0
+#: A record's place: its segment's file name and its offset in it.
+RecordKey = tuple[str, int]
 #: A spool record that failed this many times in a row while the database answered its probe is set
 #: aside (quarantined) instead of being tried again: it must not hold up the records behind it.
 REPLAY_ATTEMPTS_MAX = 3
@@ -64,12 +68,11 @@ REPLAY_STALLED_S = 60.0
 @dataclass
 class QuarantineReplay:
     """What ``replay_quarantine`` did: spans stored, refused again (back in the quarantine), left
-    in place (the database went away: ``error``), segments held by another process."""
+    in place (the database went away: ``error``)."""
 
     stored: int = 0
     refused: int = 0
     left: int = 0
-    busy_segments: int = 0
     error: str | None = None
 
 
@@ -144,8 +147,10 @@ class Delivery:
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
         self._fork_orphans: list[Any] = []
-        self._record_failures: dict[tuple[str, int], int] = {}
+        self._record_failures: dict[RecordKey, int] = {}
         self._progress_at = time.monotonic()  # the replay last advanced, or the spool was empty
+        self._quarantine_counts: SegmentCounts = {}  # for stats(): segments already counted
+        self._quarantine_counts_lock = threading.Lock()
         self.spool: Spool | None = None
         self.quarantine: Spool | None = None
         if s.spool_enabled:
@@ -415,15 +420,15 @@ class Delivery:
     def _count_corrupt(self, spans: int) -> None:
         self._telemetry.add("dropped", spans, reason="spool_corrupt")
 
-    def _replay_segments(self) -> str:
-        """Replay every segment we can claim, oldest first: "done", "failed" or "busy"."""
-        assert self.spool is not None
-        replayed = 0
+    def _drain(self, spool: Spool, write_record: Callable[[RecordKey, list[SpoolItem]], bool]) -> str:
+        """Every segment of ``spool`` we can claim, oldest first, record by record through
+        ``write_record`` (False: stop here, the segment stays); unreadable records are logged and
+        counted, a segment written to the end is removed. Returns "done", "failed" or "busy"."""
         busy = False
-        for path in self.spool.segments():
+        for path in spool.segments():
             if self._stop_replaying():
                 return "failed"
-            with self.spool.claim(path) as f:
+            with spool.claim(path) as f:
                 if f is None:
                     busy = True
                     continue
@@ -434,20 +439,32 @@ class Delivery:
                         logger.warning(
                             "otel-pg-exporter: spool %s: unreadable record skipped: %s", path.name, exc
                         )
-                        self._telemetry.add("dropped", record.span_count, reason="spool_corrupt")
+                        self._count_corrupt(record.span_count)
                         continue
-                    written = self._replay_record((path.name, record.offset), items)
-                    if written is None:
+                    if not write_record((path.name, record.offset), items):
                         return "failed"
-                    replayed += written
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 self._record_failures = {k: v for k, v in self._record_failures.items() if k[0] != path.name}
-        if replayed:
+        return "busy" if busy else "done"
+
+    def _replay_segments(self) -> str:
+        """Replay the spool (``_drain`` through ``_replay_record``): "done", "failed" or "busy"."""
+        assert self.spool is not None
+        replayed = 0
+
+        def write(key: RecordKey, items: list[SpoolItem]) -> bool:
+            nonlocal replayed
+            written = self._replay_record(key, items)
+            replayed += written or 0
+            return written is not None
+
+        outcome = self._drain(self.spool, write)
+        if replayed and outcome != "failed":
             logger.warning(
                 "otel-pg-exporter: replay done: %d spooled spans stored (pid %d)", replayed, os.getpid()
             )
-        return "busy" if busy else "done"
+        return outcome
 
     def _last_try(self, items: list[SpoolItem], message: str) -> WriteReport:
         """A record that keeps failing: written in halves, down to what fails alone (set aside),
@@ -462,7 +479,7 @@ class Delivery:
                 set_aside=[SetAside(items, f"{message}; then {safe_message(exc, self.settings.dsn)}")]
             )
 
-    def _replay_record(self, key: tuple[str, int], items: list[SpoolItem]) -> int | None:
+    def _replay_record(self, key: RecordKey, items: list[SpoolItem]) -> int | None:
         """Write one spool record: spans stored (or set aside), or None when it must stay in the
         spool (the database is down or not ready). A record that keeps failing while the database
         answers, or that fails for a reason that will recur, is set aside: it never stops the line."""
@@ -501,38 +518,28 @@ class Delivery:
         fixed). Records refused again go back to the quarantine (new segments, with the new error);
         when the database is down or not ready the rest stays where it is."""
         out = QuarantineReplay()
-        if self.quarantine is None:
+        quarantine = self.quarantine
+        if quarantine is None:
             return out
-        self.quarantine.seal()
-        for path in self.quarantine.segments():
-            with self.quarantine.claim(path) as f:
-                if f is None:
-                    out.busy_segments += 1
-                    continue
-                for record in iter_records(f, path.name, skipped=self._count_corrupt):
-                    try:
-                        items = decode_payload(record.payload)
-                    except (ValueError, KeyError, TypeError, zlib.error):
-                        self._count_corrupt(record.span_count)
-                        continue
-                    timeout_s = self.settings.timeout_s
-                    try:
-                        report = self.writer.write(
-                            items, timeout=timeout_s, deadline=time.monotonic() + timeout_s
-                        )
-                    except Exception as exc:
-                        if classify(exc) in (Failure.DOWN, Failure.RETRY, Failure.NOT_READY, Failure.POOLER):
-                            out.error = safe_message(exc, self.settings.dsn)
-                            out.left = summarize(self.quarantine.directory).spans
-                            return out
-                        report = WriteReport(
-                            set_aside=[SetAside(items, safe_message(exc, self.settings.dsn))]
-                        )
-                    self.record(report, replayed=True)
-                    out.stored += report.written
-                    out.refused += self._set_aside(report.set_aside)[0]
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        quarantine.seal()
+        timeout_s = self.settings.timeout_s
+
+        def write(key: RecordKey, items: list[SpoolItem]) -> bool:
+            try:
+                report = self.writer.write(items, timeout=timeout_s, deadline=time.monotonic() + timeout_s)
+            except Exception as exc:
+                if classify(exc) in (Failure.DOWN, Failure.RETRY, Failure.NOT_READY, Failure.POOLER):
+                    out.error = safe_message(exc, self.settings.dsn)
+                    return False
+                report = WriteReport(set_aside=[SetAside(items, safe_message(exc, self.settings.dsn))])
+            self.record(report, replayed=True)
+            out.stored += report.written
+            out.refused += self._set_aside(report.set_aside)[0]
+            return True
+
+        self._drain(quarantine, write)  # segments another process holds stay for its next run
+        if out.error:
+            out.left = summarize(quarantine.directory).spans
         return out
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -564,6 +571,7 @@ class Delivery:
         self._fork_orphans.append(self._pool)
         self._pool_lock = threading.Lock()
         self._replayer_lock = threading.Lock()
+        self._quarantine_counts_lock = threading.Lock()
         self._replayer = None
         self._wake = threading.Event()
         if self.spool is not None:
@@ -588,7 +596,8 @@ class Delivery:
             out["replay_stalled"] = stalled >= REPLAY_STALLED_S
             out["replay_stalled_s"] = round(stalled, 1)
         if self.quarantine is not None:
-            held = summarize(self.quarantine.directory)
+            with self._quarantine_counts_lock:
+                held = summarize(self.quarantine.directory, counted=self._quarantine_counts)
             out["quarantine_dir"] = str(self.quarantine.directory)
             out["quarantine_spans"] = held.spans
             out["quarantine_bytes"] = held.bytes

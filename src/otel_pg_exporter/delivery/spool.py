@@ -459,31 +459,54 @@ class SpoolSummary:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def summarize(directory: Path, *, read_errors: bool = False) -> SpoolSummary:
-    """Count a directory's segments (headers only; with ``read_errors`` also each record's error)."""
+#: Segment file name → (size, records, spans): what ``summarize`` read of a segment, reused while
+#: the segment keeps its size (sealed segments never change).
+SegmentCounts = dict[str, tuple[int, int, int]]
+
+
+def summarize(
+    directory: Path, *, read_errors: bool = False, counted: SegmentCounts | None = None
+) -> SpoolSummary:
+    """Count a directory's segments (headers only; with ``read_errors`` also each record's error).
+    ``counted``: kept between calls, so a segment already counted at its size is not read again
+    (``stats()`` asks often; a quarantine can be large)."""
     out = SpoolSummary(Path(directory))
     try:
         paths = sorted(p for p in Path(directory).iterdir() if p.name.endswith(SUFFIX))
     except OSError:
         return out
     now_ns = time.time_ns()
+    seen: SegmentCounts = {}
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                out.bytes += os.fstat(f.fileno()).st_size
-                for record in iter_records(f, path.name):
-                    out.records += 1
-                    out.spans += record.span_count
-                    if read_errors:
-                        try:
-                            error = decode_record(record.payload)[1] or "(no error recorded)"
-                        except (ValueError, KeyError, TypeError, zlib.error):
-                            error = "(unreadable record)"
-                        out.errors[error] = out.errors.get(error, 0) + record.span_count
+            size = path.stat().st_size
+            known = counted.get(path.name) if counted is not None and not read_errors else None
+            if known is not None and known[0] == size:
+                records, spans = known[1], known[2]
+            else:
+                records = spans = 0
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    for record in iter_records(f, path.name):
+                        records += 1
+                        spans += record.span_count
+                        if read_errors:
+                            try:
+                                error = decode_record(record.payload)[1] or "(no error recorded)"
+                            except (ValueError, KeyError, TypeError, zlib.error):
+                                error = "(unreadable record)"
+                            out.errors[error] = out.errors.get(error, 0) + record.span_count
         except OSError:
             continue
+        seen[path.name] = (size, records, spans)
+        out.bytes += size
+        out.records += records
+        out.spans += spans
         out.segments += 1
         with contextlib.suppress(ValueError):
             born_ns = int(path.name.split("-", 1)[0])
             out.oldest_age_s = max(out.oldest_age_s, (now_ns - born_ns) / 1e9)
+    if counted is not None:  # segments gone (replayed, dropped) are forgotten
+        counted.clear()
+        counted.update(seen)
     return out
