@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,18 @@ class Served:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def served_explorer(dsn: str, token: str | None = None, **store_options: Any) -> Iterator[Served]:
+    """``otel-pg-ui`` over a ``TraceStore`` of ``dsn``, served as the command serves it."""
+    from otel_pg_exporter.explorer.app import create_app
+    from otel_pg_exporter.trace_store import TraceStore
+
+    store = TraceStore(dsn, **store_options)
+    served = Served(create_app(store, token=token), token=token)
+    try:
+        yield served
+    finally:
+        served.close()
+        store.close()

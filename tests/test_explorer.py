@@ -22,7 +22,7 @@ import pytest
 from otel_pg_exporter import PostgresSpanExporter, trace_uuid
 from otel_pg_exporter.explorer.app import create_app
 from otel_pg_exporter.trace_store import TraceStore
-from support import CHROMIUM_FLAGS, Capture, Served, chat_attributes, free_port
+from support import CHROMIUM_FLAGS, Capture, Served, chat_attributes, free_port, served_explorer
 from test_trace_store import ALICE, BOB, agent_run, authenticated_role, database_with_users
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
@@ -56,11 +56,8 @@ def data(make_database) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def site(data) -> Iterator[Served]:
-    store = TraceStore(data["dsn"])
-    served = Served(create_app(store))
-    yield served
-    served.close()
-    store.close()
+    with served_explorer(data["dsn"]) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

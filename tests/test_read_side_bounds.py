@@ -20,10 +20,10 @@ from opentelemetry import trace as trace_api
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, span_uuid, trace_uuid
 from otel_pg_exporter.doctor import DoctorOptions, diagnose, exit_code
-from otel_pg_exporter.explorer.app import TRACE_PAGE_SPANS, create_app
+from otel_pg_exporter.explorer.app import TRACE_PAGE_SPANS
 from otel_pg_exporter.terminal import for_terminal
 from otel_pg_exporter.trace_store import TraceStore, TraceStoreError
-from support import Capture, Served, chat_attributes
+from support import Capture, Served, chat_attributes, served_explorer
 
 DEPTH = 1000
 WIDE = 50_000
@@ -90,11 +90,8 @@ def shapes(make_database) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def site(shapes) -> Iterator[Served]:
-    store = TraceStore(shapes["dsn"])
-    served = Served(create_app(store))
-    yield served
-    served.close()
-    store.close()
+    with served_explorer(shapes["dsn"]) as served:
+        yield served
 
 
 def test_a_thousand_deep_chain_renders(shapes, site) -> None:
@@ -161,16 +158,11 @@ def test_crafted_cursors_are_a_400(site) -> None:
 
 
 def test_a_statement_timeout_is_a_504(shapes) -> None:
-    store = TraceStore(shapes["dsn"], statement_timeout_ms=1)
-    served = Served(create_app(store))
-    try:
+    with served_explorer(shapes["dsn"], statement_timeout_ms=1) as served:
         status, body = _get(f"{served.url}/api/traces/{trace_uuid(shapes['wide'])}")
         assert status == 504 and "statement timeout" in json.loads(body)["error"]
-    finally:
-        served.close()
-        store.close()
-    with pytest.raises(TraceStoreError):
-        TraceStore(shapes["dsn"], statement_timeout_ms=1).get_trace(trace_uuid(shapes["wide"]))
+    with TraceStore(shapes["dsn"], statement_timeout_ms=1) as store, pytest.raises(TraceStoreError):
+        store.get_trace(trace_uuid(shapes["wide"]))
 
 
 FORGED = "evil\x1b[2J\x1b[1;1H\nOK    seed_indexes   all fine\u202e"

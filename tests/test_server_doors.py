@@ -26,10 +26,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from faults import wait_for
 from otel_pg_exporter import serving
-from otel_pg_exporter.explorer.app import create_app as explorer_app
 from otel_pg_exporter.receiver.app import Gateway, create_app
-from otel_pg_exporter.trace_store import TraceStore
-from support import Capture, Served, count_spans, free_port
+from support import Capture, Served, count_spans, free_port, served_explorer
 
 
 def _spans(run_id: str, n: int) -> list[Any]:
@@ -177,24 +175,22 @@ def test_a_forged_host_is_refused_without_a_token(db_dsn: str) -> None:
     plain = _Gw(db_dsn)
     guarded = _Gw(db_dsn, token="t0ken")
     listed = Served(create_app(Gateway(db_dsn, spool_dir="off")), allow_hosts=["traces.internal"])
-    store = TraceStore(db_dsn)
-    ui = Served(explorer_app(store))
     try:
-        for url in (plain.url, ui.url):
-            assert _request(f"{url}/healthz", headers={"Host": "attacker.example"})[0] == 421
-            assert _request(f"{url}/healthz", headers={"Host": "attacker.example:80"})[0] == 421
-            assert _request(f"{url}/healthz")[0] == 200  # 127.0.0.1:port
-            assert _request(f"{url}/healthz", headers={"Host": "localhost"})[0] == 200
-            assert _request(f"{url}/healthz", headers={"Host": "[::1]:8400"})[0] == 200
-        status, body = _request(f"{ui.url}/", headers={"Host": "rebound.attacker.example:8400"})
-        assert status == 421 and b"trace" not in body.lower()
-        assert _request(f"{listed.url}/healthz", headers={"Host": "traces.internal:4318"})[0] == 200
-        # with a token the Host is not the guard: the token is
-        assert _request(f"{guarded.url}/healthz", headers={"Host": "gateway.example"})[0] == 200
+        with served_explorer(db_dsn) as ui:
+            for url in (plain.url, ui.url):
+                assert _request(f"{url}/healthz", headers={"Host": "attacker.example"})[0] == 421
+                assert _request(f"{url}/healthz", headers={"Host": "attacker.example:80"})[0] == 421
+                assert _request(f"{url}/healthz")[0] == 200  # 127.0.0.1:port
+                assert _request(f"{url}/healthz", headers={"Host": "localhost"})[0] == 200
+                assert _request(f"{url}/healthz", headers={"Host": "[::1]:8400"})[0] == 200
+            status, body = _request(f"{ui.url}/", headers={"Host": "rebound.attacker.example:8400"})
+            assert status == 421 and b"trace" not in body.lower()
+            assert _request(f"{listed.url}/healthz", headers={"Host": "traces.internal:4318"})[0] == 200
+            # with a token the Host is not the guard: the token is
+            assert _request(f"{guarded.url}/healthz", headers={"Host": "gateway.example"})[0] == 200
     finally:
-        for s in (plain, guarded, listed, ui):
-            s.close()
-        store.close()
+        for served in (plain, guarded, listed):
+            served.close()
 
 
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
