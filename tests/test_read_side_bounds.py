@@ -21,6 +21,7 @@ from opentelemetry import trace as trace_api
 from otel_pg_exporter import PostgresSpanExporter, install_schema, span_uuid, trace_uuid
 from otel_pg_exporter.doctor import DoctorOptions, diagnose, exit_code
 from otel_pg_exporter.explorer.app import TRACE_PAGE_SPANS
+from otel_pg_exporter.explorer.views import waterfall
 from otel_pg_exporter.terminal import for_terminal
 from otel_pg_exporter.trace_store import TraceStore, TraceStoreError
 from support import Capture, Served, chat_attributes, served_explorer
@@ -127,6 +128,9 @@ def test_a_fifty_thousand_span_trace_is_shown_a_window_at_a_time(shapes, site) -
     assert text.count('class="span-row') == TRACE_PAGE_SPANS and "later spans" in text
     status, body = _get(f"{site.url}/traces/{tid}?offset={WIDE - 10}")
     assert status == 200 and body.decode().count('class="span-row') == 10 and "earlier spans" in body.decode()
+    with TraceStore(shapes["dsn"]) as store:  # a window keeps the trace's time axis
+        last = store.get_trace(tid, offset=WIDE - 10, limit=10)
+    assert min(bar.left for bar in waterfall(last).values()) > 50
     status, body = _get(f"{site.url}/api/traces/{tid}")
     page = json.loads(body)
     assert status == 200 and len(page["spans"]) == 1000 and page["total_spans"] == WIDE

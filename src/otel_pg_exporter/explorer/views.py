@@ -146,7 +146,8 @@ class Bar:
 
 
 def waterfall(detail: TraceDetail) -> dict[str, Bar]:
-    """span_id → its bar: start offset and duration as shares of first start → last end."""
+    """span_id → its bar: start offset and duration as shares of first start → last end (of the
+    trace, when its row says; a window of a large trace shows only some of its spans)."""
     spans = [s for s in detail.spans if s.started_at is not None]
     if not spans:
         return {}
@@ -157,6 +158,12 @@ def waterfall(detail: TraceDetail) -> dict[str, Bar]:
         return s.completed_at or s.started_at + timedelta(milliseconds=s.duration_ms or 0)
 
     end = max(end_of(s) for s in spans)
+    # a window of a large trace keeps the whole trace's time axis
+    trace_start, trace_end = detail.trace.get("started_at"), detail.trace.get("completed_at")
+    if isinstance(trace_start, datetime) and trace_start < start:
+        start = trace_start
+    if isinstance(trace_end, datetime) and trace_end > end:
+        end = trace_end
     total = max((end - start).total_seconds(), 1e-6)
     bars: dict[str, Bar] = {}
     for s in spans:
