@@ -139,7 +139,7 @@ class GatewayProcess:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        code = "from otel_pg_exporter.cli import gateway_main as m; raise SystemExit(m())"
+        code = "from otel_pg_exporter.commands.cli import gateway_main as m; raise SystemExit(m())"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--dsn", dsn, "--port", str(self.port), "--max-inflight", "16"],
             stdout=subprocess.PIPE,

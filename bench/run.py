@@ -31,8 +31,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from otel_pg_exporter.records import JSON_COLUMNS, EncodedSpan
-from otel_pg_exporter.records import ROW_COLUMNS as SPAN_COLUMNS
+from otel_pg_exporter.pipeline.encoding import JSON_COLUMNS, EncodedSpan
+from otel_pg_exporter.pipeline.encoding import ROW_COLUMNS as SPAN_COLUMNS
 
 from .cpu import GatewayProcess, OtlpSink, PostgresCpu, process_seconds
 from .workload import SPANS_PER_TRACE, make_trace, prebuilt_spans, prebuilt_spans_and_logs
@@ -708,7 +708,7 @@ def top_up(dsn: str, spans: int) -> None:
 def doctor_probe(dsn: str, spans: int, runs: int = 3) -> dict[str, Any]:
     """``otel-pg-doctor``'s whole diagnosis on a database holding at least ``spans`` spans (what the
     growth phase left, topped up), as a monitoring probe would run it: wall time per run."""
-    from otel_pg_exporter.doctor import diagnose, exit_code
+    from otel_pg_exporter.query.doctor import diagnose, exit_code
 
     top_up(dsn, spans)
     times = []
@@ -734,8 +734,8 @@ def explorer_probe(dsn: str, spans: int, runs: int = 5) -> dict[str, Any]:
     database holding at least ``spans`` spans: median wall time of ``runs`` each."""
     from starlette.testclient import TestClient
 
-    from otel_pg_exporter.explorer.app import create_app
-    from otel_pg_exporter.trace_store import TraceStore
+    from otel_pg_exporter.query.trace_store import TraceStore
+    from otel_pg_exporter.web.explorer.app import create_app
 
     top_up(dsn, spans)
     store = TraceStore(dsn)
@@ -829,7 +829,7 @@ def retention(dsn: str, old_spans: int, young_spans: int, chunk: int) -> dict[st
     exporter keeps writing: time, throughput, and the exporter's latency before and during."""
     import threading
 
-    from otel_pg_exporter.retention import sweep
+    from otel_pg_exporter.store.retention import sweep
 
     truncate(dsn)
     prefill(dsn, old_spans, first_trace=0, age_days=120, mixed=True)

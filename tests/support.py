@@ -152,7 +152,7 @@ class Served:
     def __init__(self, app: Any, token: str | None = None, **options: Any) -> None:
         import uvicorn
 
-        from otel_pg_exporter.serving import server_config
+        from otel_pg_exporter.web.serving import server_config
 
         self.port = free_port()
         self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, token=token, **options))
@@ -175,8 +175,8 @@ class Served:
 @contextlib.contextmanager
 def served_explorer(dsn: str, token: str | None = None, **store_options: Any) -> Iterator[Served]:
     """``otel-pg-ui`` over a ``TraceStore`` of ``dsn``, served as the command serves it."""
-    from otel_pg_exporter.explorer.app import create_app
-    from otel_pg_exporter.trace_store import TraceStore
+    from otel_pg_exporter.query.trace_store import TraceStore
+    from otel_pg_exporter.web.explorer.app import create_app
 
     store = TraceStore(dsn, **store_options)
     served = Served(create_app(store, token=token), token=token)

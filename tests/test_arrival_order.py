@@ -61,7 +61,7 @@ def test_children_before_parents_across_batches(db_dsn, exporter, capture) -> No
     rows = fetch_spans(db_dsn, tid)
     root = spans["run"]
     assert trace["completed_at"] == rows["run"]["completed_at"] and trace["started_at"] == rows["run"]["started_at"]
-    assert trace["total_duration_ms"] == rows["run"]["duration_ms"] == (root.end_time - root.start_time) // 10**6
+    assert trace["total_duration_ms"] == rows["run"]["duration_ms"] == round((root.end_time - root.start_time) / 1_000_000)
     assert all(r["status"] != "pending" for r in rows.values())
     assert len(rows) == 4
     assert trace["total_tokens"] == {"input": 30, "output": 3, "total": 33}

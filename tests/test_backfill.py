@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from otel_pg_exporter.backfill import recompute_costs
-from otel_pg_exporter.pricing import Pricer, load_custom_prices
+from otel_pg_exporter.pipeline.pricing import Pricer, load_custom_prices
+from otel_pg_exporter.store.backfill import recompute_costs
 from support import fetch_spans, fetch_trace
 
 PRICE_A = {"acme/model-x": {"input": 1, "output": 2}}
@@ -77,7 +77,7 @@ def test_recompute_after_a_price_change(db_dsn, capture, tmp_path) -> None:
 RECOMPUTE = [
     sys.executable,
     "-c",
-    "from otel_pg_exporter.cli import recompute_costs_main as m; raise SystemExit(m())",
+    "from otel_pg_exporter.commands.cli import recompute_costs_main as m; raise SystemExit(m())",
 ]
 
 

@@ -431,7 +431,7 @@ def test_azure_sdk_span_events(db_dsn, exporter, capture) -> None:
 
 
 def test_every_convention_table_maps_into_the_vocabulary() -> None:
-    from otel_pg_exporter import conventions as cv
+    from otel_pg_exporter.pipeline import conventions as cv
 
     produced = {v for _, table in cv.SPAN_KIND_SOURCES for v in table.values()} - {"*root"}
     produced |= {kind for _, kind in cv.GENAI_TYPE_HINTS + cv.INFRA_TYPE_HINTS}

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema
-from otel_pg_exporter.doctor import diagnose, exit_code
-from otel_pg_exporter.retention import sweep
+from otel_pg_exporter.query.doctor import diagnose, exit_code
+from otel_pg_exporter.store.retention import sweep
 from support import Capture, chat_attributes, drop_exporter_role
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from otel_pg_exporter import PostgresSpanExporter, trace_uuid
-from otel_pg_exporter.explorer.app import create_app
-from otel_pg_exporter.trace_store import TraceStore
+from otel_pg_exporter.query.trace_store import TraceStore
+from otel_pg_exporter.web.explorer.app import create_app
 from support import CHROMIUM_FLAGS, Capture, Served, chat_attributes, free_port, served_explorer
 from test_trace_store import ALICE, BOB, agent_run, authenticated_role, database_with_users
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import ConfigurationError, PostgresSpanExporter, span_uuid, trace_uuid
-from otel_pg_exporter.fakeai import FakeOpenAI
-from otel_pg_exporter.mapping import map_span
+from otel_pg_exporter.commands.fakeai import FakeOpenAI
+from otel_pg_exporter.pipeline.mapping import map_span
 from support import Capture, app_env, drop_exporter_role, fetch_spans, fetch_trace
 
 
@@ -209,7 +209,7 @@ def test_zero_code_opentelemetry_instrument(db_dsn, tmp_path) -> None:
         textwrap.dedent(f"""
         import openai
         from opentelemetry import trace
-        from otel_pg_exporter.fakeai import FakeOpenAI
+        from otel_pg_exporter.commands.fakeai import FakeOpenAI
 
         tracer = trace.get_tracer("zero-code-app")
         with FakeOpenAI() as srv:

@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 
 from faults import TcpProxy, wait_for
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.columns import SEED_COLUMNS
-from otel_pg_exporter.receiver.app import Gateway, create_app
+from otel_pg_exporter.schema.tables import SEED_COLUMNS
+from otel_pg_exporter.web.gateway.app import Gateway, create_app
 from support import Capture, Served, chat_attributes, free_port, messages
 
 
@@ -383,7 +383,7 @@ def test_the_command_refuses_other_addresses_without_a_token(db_dsn: str) -> Non
     import subprocess
     import sys
 
-    code = "from otel_pg_exporter.cli import gateway_main as m; raise SystemExit(m())"
+    code = "from otel_pg_exporter.commands.cli import gateway_main as m; raise SystemExit(m())"
     proc = subprocess.run(
         [sys.executable, "-c", code, "--dsn", db_dsn, "--host", "0.0.0.0", "--port", str(free_port())],
         capture_output=True,

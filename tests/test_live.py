@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from psycopg.rows import dict_row
 
 from otel_pg_exporter import PostgresSpanExporter, TraceStore, span_uuid, trace_uuid
-from otel_pg_exporter.live import LiveSpanProcessor
+from otel_pg_exporter.sdk.live import LiveSpanProcessor
 from support import chat_attributes
 
 DELAY_S = 0.3

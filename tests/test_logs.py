@@ -19,8 +19,8 @@ import pytest
 
 from faults import TcpProxy
 from otel_pg_exporter import PostgresLogExporter, PostgresSpanExporter
-from otel_pg_exporter.fakeai import FakeOpenAI
-from otel_pg_exporter.logs import map_log_records
+from otel_pg_exporter.commands.fakeai import FakeOpenAI
+from otel_pg_exporter.pipeline.log_fragments import map_log_records
 from support import Capture, app_env, chat_attributes, fetch_spans, fetch_trace, messages, span_row
 
 
@@ -410,7 +410,7 @@ def test_zero_code_otel_logs_exporter_postgres(db_dsn: str, tmp_path: Path) -> N
         f"""
         import openai
         from opentelemetry import trace
-        from otel_pg_exporter.fakeai import FakeOpenAI
+        from otel_pg_exporter.commands.fakeai import FakeOpenAI
 
         with FakeOpenAI() as srv:
             client = openai.OpenAI(base_url=srv.base_url, api_key="sk-zero-code", max_retries=0)
@@ -447,7 +447,7 @@ def test_configure_wires_spans_and_logs(db_dsn: str, tmp_path: Path) -> None:
         import otel_pg_exporter
         from opentelemetry import trace
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-        from otel_pg_exporter.fakeai import FakeOpenAI
+        from otel_pg_exporter.commands.fakeai import FakeOpenAI
 
         provider = otel_pg_exporter.configure(service_name="configured-logs")
         OpenAIInstrumentor().instrument()

@@ -19,11 +19,11 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from faults import TcpProxy, ThrowawayPostgres, wait_for
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.cli import spool_main
+from otel_pg_exporter.commands.cli import spool_main
 from otel_pg_exporter.delivery import Outcome
-from otel_pg_exporter.doctor import DoctorOptions, diagnose
 from otel_pg_exporter.failures import Failure, classify
-from otel_pg_exporter.receiver.app import Gateway, create_app
+from otel_pg_exporter.query.doctor import DoctorOptions, diagnose
+from otel_pg_exporter.web.gateway.app import Gateway, create_app
 from support import Capture, Served, chat_attributes, count_spans
 
 STUCK = "stuck step"
@@ -172,7 +172,7 @@ def test_a_batch_slower_than_the_statement_timeout_is_split_and_stored(make_data
     dsn = make_database()
     install_schema(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET statement_timeout = 100')
+        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET statement_timeout = 300')
     run_id = uuid.uuid4().hex
     spans = _one_span_traces(6000, run_id)
     exporter = PostgresSpanExporter(

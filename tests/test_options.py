@@ -190,7 +190,7 @@ def test_retention_days_are_clamped_in_sql(make_database) -> None:
 
 def test_a_zero_retention_setting_keeps_a_day_not_nothing(make_database) -> None:
     """retention_days 0 is clamped to 1: a trace from 12 hours ago stays; one from 2 days ago goes."""
-    from otel_pg_exporter.retention import sweep
+    from otel_pg_exporter.store.retention import sweep
 
     dsn = make_database()
     install_schema(dsn)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import PostgresLogExporter, PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.retention import sweep
-from otel_pg_exporter.schema import schema_status
+from otel_pg_exporter.schema.migrations import schema_status
+from otel_pg_exporter.store.retention import sweep
 from pooler import PgBouncer
 from support import Capture, chat_attributes, fetch_spans, fetch_trace, messages
 from test_arrival_order import _agent_trace
@@ -75,7 +75,7 @@ def test_installers_at_once_through_the_pooler(direct, bouncer) -> None:
 
 
 def _all_migrations():
-    from otel_pg_exporter.schema import load_migrations
+    from otel_pg_exporter.schema.migrations import load_migrations
 
     return load_migrations()
 
@@ -214,7 +214,7 @@ def test_log_exporter_user_settings_and_retention_through_the_pooler(direct, bou
 def test_session_mode_keeps_prepared_statements_and_session_settings(direct) -> None:
     """Session pooling hands one server connection to one client for its whole session: prepared
     statements stay on, and the commands' session search_path (--schema) is safe there."""
-    from otel_pg_exporter.report import build_report
+    from otel_pg_exporter.query.report import build_report
 
     bouncer = PgBouncer(direct, pool_mode="session", pool_size=4)
     try:

@@ -169,7 +169,7 @@ def _expected(model: str, provider_id: str, tokens: dict[str, int], at: datetime
 def test_a_call_without_usage_is_no_usage_not_unpriced(db_dsn, exporter, capture) -> None:
     """A refused or rate-limited call reports no tokens: nothing known to bill, and the price list is
     not to blame. The daily view and the report count it apart from unpriced models."""
-    from otel_pg_exporter.report import build_report, render_text
+    from otel_pg_exporter.query.report import build_report, render_text
 
     at = datetime(2026, 3, 3, 12, tzinfo=timezone.utc)
     refused = _chat_at(capture, "gpt-4o-mini", "openai", {}, at)

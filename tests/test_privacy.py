@@ -7,7 +7,7 @@ import json
 import psycopg
 
 from otel_pg_exporter import PostgresSpanExporter
-from otel_pg_exporter.privacy import build_scrubber
+from otel_pg_exporter.pipeline.privacy import build_scrubber
 from support import fetch_spans, fetch_trace, messages
 
 SECRETS = {

@@ -19,11 +19,11 @@ import pytest
 from opentelemetry import trace as trace_api
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, span_uuid, trace_uuid
-from otel_pg_exporter.doctor import DoctorOptions, diagnose, exit_code
-from otel_pg_exporter.explorer.app import TRACE_PAGE_SPANS
-from otel_pg_exporter.explorer.views import waterfall
+from otel_pg_exporter.query.doctor import DoctorOptions, diagnose, exit_code
+from otel_pg_exporter.query.trace_store import TraceStore, TraceStoreError
 from otel_pg_exporter.terminal import for_terminal
-from otel_pg_exporter.trace_store import TraceStore, TraceStoreError
+from otel_pg_exporter.web.explorer.app import TRACE_PAGE_SPANS
+from otel_pg_exporter.web.explorer.views import waterfall
 from support import Capture, Served, chat_attributes, served_explorer
 
 DEPTH = 1000
@@ -190,7 +190,7 @@ def test_text_output_escapes_control_characters(make_database, tmp_path) -> None
             [
                 sys.executable,
                 "-c",
-                f"import sys; from otel_pg_exporter.cli import {command} as m; sys.exit(m([]))",
+                f"import sys; from otel_pg_exporter.commands.cli import {command} as m; sys.exit(m([]))",
             ],
             capture_output=True,
             text=True,

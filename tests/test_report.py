@@ -16,7 +16,7 @@ from otel_pg_exporter import PostgresSpanExporter, install_schema
 from support import CHROMIUM_FLAGS, Capture
 from test_forecast import AS_OF, _load
 
-CLI = [sys.executable, "-c", "from otel_pg_exporter.cli import report_main as m; raise SystemExit(m())"]
+CLI = [sys.executable, "-c", "from otel_pg_exporter.commands.cli import report_main as m; raise SystemExit(m())"]
 
 
 @pytest.fixture

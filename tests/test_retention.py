@@ -19,7 +19,7 @@ from opentelemetry.trace import Status, StatusCode
 from psycopg.conninfo import make_conninfo
 
 from otel_pg_exporter import PostgresLogExporter, PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.retention import sweep
+from otel_pg_exporter.store.retention import sweep
 from support import Capture
 
 DAY = timedelta(days=1)

@@ -12,10 +12,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from otel_pg_exporter import ChecksumMismatch, PermissionDenied, install_schema, schema_status
-from otel_pg_exporter.schema import BOOKKEEPING_TABLE, load_migrations
+from otel_pg_exporter.schema.migrations import BOOKKEEPING_TABLE, load_migrations
 
 DATA = Path(__file__).parent / "data"
-CLI = [sys.executable, "-m", "otel_pg_exporter.cli"]
+CLI = [sys.executable, "-m", "otel_pg_exporter.commands.cli"]
 
 #: Copied from the seed guide (database-setup.md): every index it names.
 SEED_INDEXES = {

@@ -25,8 +25,8 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from faults import wait_for
-from otel_pg_exporter import serving
-from otel_pg_exporter.receiver.app import Gateway, create_app
+from otel_pg_exporter.web import serving
+from otel_pg_exporter.web.gateway.app import Gateway, create_app
 from support import Capture, Served, count_spans, free_port, served_explorer
 
 
@@ -198,7 +198,7 @@ def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         [
             sys.executable,
             "-c",
-            "import sys; from otel_pg_exporter.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))",
+            "import sys; from otel_pg_exporter.commands.cli import " + args[0] + " as m; sys.exit(m(sys.argv[1:]))",
             *args[1:],
         ],
         capture_output=True,
@@ -228,7 +228,7 @@ def test_secrets_come_from_files_and_argv_ones_are_warned_about(db_dsn: str, tmp
         [
             sys.executable,
             "-c",
-            "import sys; from otel_pg_exporter.cli import gateway_main as m; sys.exit(m(sys.argv[1:]))",
+            "import sys; from otel_pg_exporter.commands.cli import gateway_main as m; sys.exit(m(sys.argv[1:]))",
             "--port",
             str(port),
             "--token-file",
@@ -252,7 +252,7 @@ def test_secrets_come_from_files_and_argv_ones_are_warned_about(db_dsn: str, tmp
     # a token on the command line still works, with a warning
     import argparse
 
-    from otel_pg_exporter import cli
+    from otel_pg_exporter.commands import cli
 
     parser = argparse.ArgumentParser(prog="otel-pg-gateway")
     cli._add_server(parser, port=4318, token_env="OTEL_PG_GATEWAY_TOKEN", token_help="")

@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.trace import Status, StatusCode
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, span_uuid, trace_uuid
-from otel_pg_exporter.trace_store import TraceStore, TraceStoreError
+from otel_pg_exporter.query.trace_store import TraceStore, TraceStoreError
 from support import Capture, chat_attributes, messages
 
 ALICE = uuid.UUID("00000000-0000-4000-8000-0000000a11ce")

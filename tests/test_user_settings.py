@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from otel_pg_exporter import PostgresSpanExporter
-from otel_pg_exporter.user_settings import content_allowed, parse_observability
+from otel_pg_exporter.config.user_settings import content_allowed, parse_observability
 from support import Capture, chat_attributes, fetch_spans, fetch_trace, messages
 
 SECRET_KEY = "lsv2_pt_" + "9f8e7d6c5b4a" * 3
@@ -155,7 +155,7 @@ class _Clock:
 
 
 def test_settings_are_cached_per_user_not_queried_per_span(db_dsn: str, monkeypatch) -> None:
-    import otel_pg_exporter.user_settings as user_settings_module
+    import otel_pg_exporter.config.user_settings as user_settings_module
 
     clock = _Clock()
     monkeypatch.setattr(user_settings_module, "time", clock)

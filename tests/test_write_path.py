@@ -17,8 +17,8 @@ from opentelemetry.trace import Status, StatusCode
 from psycopg.rows import dict_row
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.columns import SEED_COLUMNS
 from otel_pg_exporter.delivery.spool import HEADER, MAGIC, SUFFIX, _span_to_json, destination_key
+from otel_pg_exporter.schema.tables import SEED_COLUMNS
 from support import Capture, chat_attributes, messages
 
 TRACE_COLUMNS = tuple(c for c in SEED_COLUMNS["traces"] if c != "trace_id")
@@ -180,7 +180,7 @@ def test_a_spool_written_in_format_1_still_replays(db_dsn: str, tmp_path: Any) -
 
 def test_spans_sharing_a_key_set_keep_their_own_values(db_dsn: str) -> None:
     """The attribute-to-column plan is cached per key set; values are never part of it."""
-    from otel_pg_exporter.mapping import map_span
+    from otel_pg_exporter.pipeline.mapping import map_span
 
     capture = Capture()
     for model, tokens, user in (("gpt-4o-mini", 11, "u-a"), ("gpt-4o", 22, "u-b")):
@@ -251,7 +251,7 @@ def test_what_a_column_or_the_trace_holds_is_not_repeated_per_span(db_dsn: str) 
 def test_a_cost_breakdown_stays_in_the_attributes(db_dsn: str) -> None:
     """Only scalars a column holds as they were leave ``metadata.attributes``: a Langfuse cost
     breakdown (input/output parts) is not in any column, so it stays."""
-    from otel_pg_exporter.mapping import map_span
+    from otel_pg_exporter.pipeline.mapping import map_span
 
     capture = Capture()
     details = json.dumps({"input": 0.001, "output": 0.002, "total": 0.003})

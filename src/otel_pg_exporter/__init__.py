@@ -12,13 +12,13 @@ from .errors import (
     SchemaDrift,
     SchemaError,
 )
-from .exporter import PostgresSpanExporter
-from .ids import span_uuid, trace_uuid
-from .live import LiveSpanProcessor
-from .log_exporter import PostgresLogExporter
-from .providers import configure
-from .schema import InstallResult, MigrationState, install_schema, schema_status
-from .trace_store import TraceStore, TraceStoreError
+from .pipeline.ids import span_uuid, trace_uuid
+from .query.trace_store import TraceStore, TraceStoreError
+from .schema.migrations import InstallResult, MigrationState, install_schema, schema_status
+from .sdk.live import LiveSpanProcessor
+from .sdk.log_exporter import PostgresLogExporter
+from .sdk.providers import configure
+from .sdk.span_exporter import PostgresSpanExporter
 
 __all__ = [
     "ChecksumMismatch",

@@ -34,10 +34,10 @@ import psycopg
 from opentelemetry.sdk.trace.export import SpanExportResult
 from psycopg_pool import ConnectionPool
 
-from ..dsn import describe, safe_message
+from ..config.dsn import describe, safe_message
+from ..config.settings import ExporterSettings
 from ..failures import Failure, classify
-from ..records import Limits
-from ..settings import ExporterSettings
+from ..pipeline.encoding import Limits
 from ..store import ContentPolicy, SetAside, SpanWriter, WriteReport
 from .retry import ATTEMPT_MIN_S, StateLog, backoff
 from .spool import (

@@ -48,10 +48,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..dsn import describe
-from ..logs import LogFragment
-from ..mapping import TraceHints
-from ..records import ROW_COLUMNS, EncodedSpan, row_json
+from ..config.dsn import describe
+from ..pipeline.encoding import ROW_COLUMNS, EncodedSpan, row_json
+from ..pipeline.log_fragments import LogFragment
+from ..pipeline.mapping import TraceHints
 
 logger = logging.getLogger("otel_pg_exporter")
 

@@ -4,7 +4,7 @@
 spans (pure), ``connection`` bounds a transaction, ``writer.SpanWriter`` runs the transactions.
 """
 
-from .connection import ConnectionSource
+from ..connection import ConnectionSource
 from .writer import DATA_ERRORS, MAX_TRACES_PER_TRANSACTION, ContentPolicy, SetAside, SpanWriter, WriteReport
 
 __all__ = [

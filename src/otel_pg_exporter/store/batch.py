@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from ..privacy import scrub_json_text
-from ..records import EncodedSpan, Hinted, Limits, TraceDelta, trace_deltas
-from ..sanitize import clean_text, encode_json
+from ..pipeline.encoding import EncodedSpan, Hinted, Limits, TraceDelta, trace_deltas
+from ..pipeline.privacy import scrub_json_text
+from ..pipeline.sanitize import clean_text, encode_json
 
 
 def by_trace(items: Iterable[Any]) -> list[list[Any]]:

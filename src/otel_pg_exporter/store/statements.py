@@ -23,9 +23,14 @@ two exporters sharing a trace all end with the same exact totals.
 
 from __future__ import annotations
 
-from ..conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, MODEL_CALL_TYPES, OPERATION_DETAILS_EVENT
-from ..records import OMITTED, ROW_COLUMNS
-from ..sanitize import encode_json
+from ..pipeline.conventions import (
+    CONTENT_ATTRIBUTES,
+    FLAT_PREFIXES,
+    MODEL_CALL_TYPES,
+    OPERATION_DETAILS_EVENT,
+)
+from ..pipeline.encoding import OMITTED, ROW_COLUMNS
+from ..pipeline.sanitize import encode_json
 
 _MAX = 2_147_483_647
 

@@ -21,16 +21,16 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from ..config.user_settings import resolve_vault_refs, vault_refs
+from ..connection import ConnectionSource, watchdog
 from ..failures import TransactionTimedOut, is_refusal
-from ..logs import LogFragment, fragment_hints, merge_fragment, stored_from_row
-from ..mapping import ns_to_datetime
-from ..records import EncodedSpan, Limits, row_json
-from ..sanitize import clean_text, encode_json
-from ..schema import local_search_path
-from ..user_settings import resolve_vault_refs, vault_refs
+from ..pipeline.encoding import EncodedSpan, Limits, row_json
+from ..pipeline.log_fragments import LogFragment, fragment_hints, merge_fragment, stored_from_row
+from ..pipeline.mapping import ns_to_datetime
+from ..pipeline.sanitize import clean_text, encode_json
+from ..schema.migrations import local_search_path
 from . import statements as sql
 from .batch import SpanBatch, chunks_by_trace, dumps, halves, placeholder_row, trace_document
-from .connection import ConnectionSource, watchdog
 
 logger = logging.getLogger("otel_pg_exporter")
 

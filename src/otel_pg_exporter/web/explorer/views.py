@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..trace_store import SpanNode, TraceDetail
+from ...query.trace_store import SpanNode, TraceDetail
 
 #: Longer messages are folded (a ``<details>`` shows the rest).
 FOLD_CHARS = 1200

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigurationError
 from .dsn import resolve_dsn
-from .errors import ConfigurationError
 
 ENV_PREFIX = "OTEL_EXPORTER_POSTGRES_"
 SPOOL_OFF = frozenset({"off", "none", "false", "0", "disabled"})
@@ -141,7 +141,7 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
         if raw is not None:
             values[option] = _convert(name, raw, kind)
     if "schema" in values:
-        from .schema import schema_name  # checked like the CLIs check it
+        from ..schema.migrations import schema_name  # checked like the CLIs check it
 
         values["schema"] = schema_name(values["schema"])
     settings = ExporterSettings(dsn=resolved_dsn, dsn_source=source, **values)

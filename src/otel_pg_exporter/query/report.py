@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .schema import connect
-from .terminal import for_terminal
+from ..schema.migrations import connect
+from ..terminal import for_terminal
 
 
 def build_report(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .columns import SEED_COLUMNS
+from ..schema.tables import SEED_COLUMNS
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
 from .privacy import scrub_json_text

@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .dsn import resolve_dsn, safe_message
-from .errors import OtelPgError
-from .schema import EXPECTED_COLUMNS, connect, migration_states
-from .terminal import for_terminal
+from ..config.dsn import resolve_dsn, safe_message
+from ..errors import OtelPgError
+from ..schema.migrations import EXPECTED_COLUMNS, connect, migration_states
+from ..terminal import for_terminal
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SEVERITY = {OK: 0, WARN: 1, FAIL: 2}
@@ -720,8 +720,8 @@ SPOOL_STALE = timedelta(minutes=10)
 def check_spool(dsn: str, opts: DoctorOptions) -> list[Finding]:
     """This machine's spool and quarantine for the database (not a database check: the files of
     the exporters and gateways that run here)."""
-    from .delivery.spool import QUARANTINE, destination_key, spool_root, summarize
-    from .settings import SPOOL_OFF
+    from ..config.settings import SPOOL_OFF
+    from ..delivery.spool import QUARANTINE, destination_key, spool_root, summarize
 
     setting = (
         opts.spool_dir if opts.spool_dir is not None else os.environ.get("OTEL_EXPORTER_POSTGRES_SPOOL_DIR")

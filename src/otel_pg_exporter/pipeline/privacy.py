@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .dsn import _passwords
+from ..config.dsn import _passwords
 
 #: Cheap substring checks: a pattern runs only on texts containing one of its triggers, so the
 #: common case (no secret anywhere) costs a few ``in`` tests instead of a dozen regex scans.

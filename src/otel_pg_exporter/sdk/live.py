@@ -22,10 +22,10 @@ import time
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ._fork import on_fork_in_child
-from .exporter import PostgresSpanExporter
-from .mapping import map_span
-from .records import encode_span
+from .._fork import on_fork_in_child
+from ..pipeline.encoding import encode_span
+from ..pipeline.mapping import map_span
+from .span_exporter import PostgresSpanExporter
 
 logger = logging.getLogger("otel_pg_exporter")
 

@@ -24,9 +24,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from .columns import SEED_COLUMNS
-from .dsn import describe, resolve_dsn, safe_message
-from .errors import (
+from ..config.dsn import describe, resolve_dsn, safe_message
+from ..errors import (
     ChecksumMismatch,
     ConfigurationError,
     ConnectionFailed,
@@ -34,6 +33,7 @@ from .errors import (
     SchemaDrift,
     SchemaError,
 )
+from .tables import SEED_COLUMNS
 
 BOOKKEEPING_TABLE = "otel_pg_schema_migrations"
 #: Arbitrary constant key for pg_advisory_lock ("otelpg" in ASCII).
@@ -149,7 +149,7 @@ def sql_root() -> Traversable:
     packaged = resources.files("otel_pg_exporter").joinpath("sql")
     if packaged.is_dir():
         return packaged
-    checkout = Path(__file__).resolve().parents[2] / "sql"
+    checkout = Path(__file__).resolve().parents[3] / "sql"
     if checkout.is_dir():
         return checkout
     raise SchemaError("migration SQL not found: the package is installed without its sql/ folder")

@@ -26,8 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
-from ..trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
+from ...query.report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
+from ...query.trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
 from . import views
 
 CSP = (
@@ -114,7 +114,7 @@ class _Guard:
 
 def _environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("otel_pg_exporter.explorer", "templates"),
+        loader=PackageLoader("otel_pg_exporter.web.explorer", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -140,7 +140,7 @@ def _since(window: str) -> datetime | None:
 def create_app(store: TraceStore, *, token: str | None = None, title: str = "otel-pg-exporter") -> ASGIApp:
     """The explorer over ``store``. ``token``: required on every request when given."""
     env = _environment()
-    css = resources.files("otel_pg_exporter.explorer").joinpath("static/app.css").read_text(encoding="utf-8")
+    css = resources.files("otel_pg_exporter.web.explorer").joinpath("static/app.css").read_text(encoding="utf-8")
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(title=title, **context)

@@ -15,11 +15,11 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .conventions import MODEL_CALL_TYPES
-from .pricing import Pricer, apply_cost
-from .sanitize import column_cost
-from .schema import connect
-from .store.statements import RECOMPUTE_TOTALS
+from ..pipeline.conventions import MODEL_CALL_TYPES
+from ..pipeline.pricing import Pricer, apply_cost
+from ..pipeline.sanitize import column_cost
+from ..schema.migrations import connect
+from .statements import RECOMPUTE_TOTALS
 
 _CHUNK_SQL = """
 SELECT span_id, trace_id, started_at, tokens, cost, model, provider, metadata

@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 
 from . import conventions as cv
+from .encoding import OMITTED, Limits
 from .ids import span_hex, span_uuid, trace_hex, trace_uuid
 from .mapping import SpanRecord, TraceHints
 from .messages import last_user_text, parse_json_lenient
 from .privacy import scrub_json_text
-from .records import OMITTED, Limits
 from .sanitize import clean_text, encode_json
 
 #: ``[timestamp_ns, key, value]``

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
-from .dsn import describe, redact, resolve_dsn, safe_message
-from .errors import OtelPgError
-from .schema import install_schema, schema_status
-from .serving import MAX_CONNECTIONS, is_loopback, serve
+from ..config.dsn import describe, redact, resolve_dsn, safe_message
+from ..errors import OtelPgError
+from ..schema.migrations import install_schema, schema_status
+from ..web.serving import MAX_CONNECTIONS, is_loopback, serve
 
 EXIT_ERROR = 1
 
@@ -42,7 +42,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     password or token given in ``argv`` (``ps`` shows it to every local user)."""
     from psycopg.conninfo import conninfo_to_dict
 
-    from .serving import read_secret_file
+    from ..web.serving import read_secret_file
 
     args = parser.parse_args(argv)
     prog = parser.prog
@@ -160,8 +160,8 @@ def _date(text: str) -> datetime:
 
 def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-recompute-costs``: re-price computed span costs and fix trace totals."""
-    from .backfill import recompute_costs
-    from .pricing import Pricer, load_custom_prices
+    from ..pipeline.pricing import Pricer, load_custom_prices
+    from ..store.backfill import recompute_costs
 
     prog = "otel-pg-recompute-costs"
     parser = argparse.ArgumentParser(
@@ -206,7 +206,7 @@ def recompute_costs_main(argv: Sequence[str] | None = None) -> int:
 
 def report_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-report``: cost history, forecast, top spenders, unpriced models, budgets."""
-    from .report import build_report, render_html, render_json, render_text
+    from ..query.report import build_report, render_html, render_json, render_text
 
     prog = "otel-pg-report"
     parser = argparse.ArgumentParser(
@@ -244,7 +244,7 @@ def cleanup_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-cleanup``: the chunked retention sweep (expired and stale traces)."""
     from datetime import timedelta
 
-    from .retention import sweep
+    from ..store.retention import sweep
 
     prog = "otel-pg-cleanup"
     parser = argparse.ArgumentParser(
@@ -305,7 +305,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-doctor``: a read-only health check; exit 0 healthy, 1 warnings, 2 problems."""
     from datetime import timedelta
 
-    from .doctor import DoctorOptions, diagnose, exit_code, render_json, render_text
+    from ..query.doctor import DoctorOptions, diagnose, exit_code, render_json, render_text
 
     parser = argparse.ArgumentParser(
         prog="otel-pg-doctor",
@@ -349,8 +349,8 @@ def _add_spool_dir(parser: argparse.ArgumentParser) -> None:
 def spool_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-spool``: what the spool and the quarantine hold for a database; replay or drop the
     quarantine once the cause is fixed."""
-    from .delivery.spool import QUARANTINE, destination_key, spool_root, summarize
-    from .terminal import for_terminal
+    from ..delivery.spool import QUARANTINE, destination_key, spool_root, summarize
+    from ..terminal import for_terminal
 
     prog = "otel-pg-spool"
     parser = argparse.ArgumentParser(
@@ -392,7 +392,7 @@ def spool_main(argv: Sequence[str] | None = None) -> int:
             path.unlink(missing_ok=True)
         print(f"dropped {held.spans:,} quarantined spans")
         return 0
-    from .exporter import PostgresSpanExporter
+    from ..sdk.span_exporter import PostgresSpanExporter
 
     options: dict[str, Any] = {"schema": args.schema} if args.schema else {}
     if spool_dir:
@@ -468,8 +468,8 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn  # noqa: F401 (the extra's marker)
 
-        from .explorer.app import create_app
-        from .trace_store import TraceStore
+        from ..query.trace_store import TraceStore
+        from ..web.explorer.app import create_app
     except ImportError:
         return _fail(prog, "the explorer needs its extra: pip install 'otel-pg-exporter[ui]'", dsn)
     try:
@@ -544,7 +544,7 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn  # noqa: F401 (the extra's marker)
 
-        from .receiver.app import Gateway, create_app
+        from ..web.gateway.app import Gateway, create_app
     except ImportError:
         return _fail(prog, "the gateway needs its extra: pip install 'otel-pg-exporter[gateway]'", dsn)
     options: dict[str, Any] = {"schema": args.schema} if args.schema else {}

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .exporter import PostgresSpanExporter
-from .logs import map_log_records, protect_fragment
+from ..pipeline.log_fragments import map_log_records, protect_fragment
+from .span_exporter import PostgresSpanExporter
 
 try:  # SDK >= 1.39 names; the older aliases below
     from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult

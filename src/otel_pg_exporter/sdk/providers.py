@@ -10,9 +10,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from .exporter import PostgresSpanExporter
 from .live import LiveSpanProcessor
 from .log_exporter import PostgresLogExporter
+from .span_exporter import PostgresSpanExporter
 
 #: configure()'s BatchSpanProcessor settings: (our value, the SDK's env var that overrides it).
 RECOMMENDED_BSP: dict[str, tuple[int, str]] = {

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 
-from ..failures import TransactionTimedOut
+from .failures import TransactionTimedOut
 
 #: Hands out a connection for one transaction, waiting at most ``timeout`` seconds (a pool's
 #: ``connection`` method fits).

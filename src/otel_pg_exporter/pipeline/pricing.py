@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 MILLION = Decimal(1_000_000)
 #: Our provider names (OTel values, normalised by ``conventions``) → genai-prices provider ids.

@@ -25,8 +25,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .. import conventions as cv
-from ..user_settings import ForwardTarget
+from ..config.user_settings import ForwardTarget
+from ..pipeline import conventions as cv
 
 logger = logging.getLogger("otel_pg_exporter")
 

@@ -22,21 +22,27 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ._fork import on_fork_in_child
-from .conventions import MODEL_CALL_TYPES
-from .delivery import Delivered, Delivery, ExporterTelemetry, Outcome
-from .delivery.forward import Forwarder, spans_by_trace
-from .delivery.spool import Spool
-from .dsn import safe_message
-from .errors import ConfigurationError
-from .ids import trace_uuid
-from .logs import LogFragment
-from .mapping import SpanRecord, fallback_record, map_span
-from .pricing import Pricer, apply_cost, load_custom_prices
-from .privacy import build_scrubber, parse_patterns
-from .records import EncodedSpan, Limits, encode_span
-from .settings import ExporterSettings, resolve_settings
-from .user_settings import ForwardTarget, UserObservability, UserSettingsCache, content_allowed, user_uuid
+from .._fork import on_fork_in_child
+from ..config.dsn import safe_message
+from ..config.settings import ExporterSettings, resolve_settings
+from ..config.user_settings import (
+    ForwardTarget,
+    UserObservability,
+    UserSettingsCache,
+    content_allowed,
+    user_uuid,
+)
+from ..delivery import Delivered, Delivery, ExporterTelemetry, Outcome
+from ..delivery.spool import Spool
+from ..errors import ConfigurationError
+from ..pipeline.conventions import MODEL_CALL_TYPES
+from ..pipeline.encoding import EncodedSpan, Limits, encode_span
+from ..pipeline.ids import trace_uuid
+from ..pipeline.log_fragments import LogFragment
+from ..pipeline.mapping import SpanRecord, fallback_record, map_span
+from ..pipeline.pricing import Pricer, apply_cost, load_custom_prices
+from ..pipeline.privacy import build_scrubber, parse_patterns
+from .forward import Forwarder, spans_by_trace
 
 logger = logging.getLogger("otel_pg_exporter")
 

@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .dsn import DSN_ENV_VARS, describe, redact
-from .schema import install_schema
-from .terminal import for_terminal
+from ..config.dsn import DSN_ENV_VARS, describe, redact
+from ..schema.migrations import install_schema
+from ..terminal import for_terminal
 
 DEMO_USERS = (
     uuid.UUID("00000000-0000-4000-8000-00000000a11c"),  # alice, in profiles
@@ -96,7 +96,7 @@ def run_agent(runs: int) -> list[str]:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
     from opentelemetry.trace import Status, StatusCode
 
-    from . import configure
+    from .. import configure
     from .fakeai import FakeOpenAI
 
     logging.getLogger("opentelemetry.attributes").setLevel(
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"App: {args.runs} runs of an instrumented openai agent against a fake OpenAI on 127.0.0.1 …")
         executions = run_agent(args.runs)
         print_report(dsn, executions)
-        from .report import build_report, render_text
+        from ..query.report import build_report, render_text
 
         print("\n$ otel-pg-report --days 7 --horizon 7\n")
         print(render_text(build_report(dsn, days=7, horizon=7)), end="")

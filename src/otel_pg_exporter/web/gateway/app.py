@@ -39,11 +39,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..delivery import Delivered, Outcome
-from ..exporter import PostgresSpanExporter
-from ..failures import Failure, classify
-from ..log_exporter import PostgresLogExporter
-from ..schema import local_search_path, migration_states, set_local
+from ...delivery import Delivered, Outcome
+from ...failures import Failure, classify
+from ...schema.migrations import local_search_path, migration_states, set_local
+from ...sdk.log_exporter import PostgresLogExporter
+from ...sdk.span_exporter import PostgresSpanExporter
 from .otlp import JSON, PROTOBUF, BadRequest, Decoded, decode_logs, decode_traces, media_type, response_body
 
 logger = logging.getLogger("otel_pg_exporter")
