@@ -84,8 +84,10 @@ def classify(exc: BaseException) -> Failure:
     """The class of ``exc`` (see ``SQLSTATE_FAILURES``)."""
     if isinstance(exc, PoolTimeout):
         return Failure.DOWN
+    if isinstance(exc, UnicodeError):  # a string the driver could not encode: the row's fault
+        return Failure.BAD_ROW
     if not isinstance(exc, psycopg.Error):
-        return Failure.BUG
+        return Failure.BUG  # our own TypeError, ValueError, …: a failing test, never a degraded row
     state = exc.sqlstate
     if state:
         found = SQLSTATE_FAILURES.get(state) or SQLSTATE_FAILURES.get(state[:2])
@@ -97,6 +99,11 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return Failure.DOWN
     return Failure.BUG  # e.g. a ProgrammingError raised by the client: our statement is wrong
+
+
+def is_bad_row(exc: BaseException) -> bool:
+    """The data itself cannot be stored (isolate the row); never one of our own exceptions."""
+    return classify(exc) is Failure.BAD_ROW
 
 
 def is_refusal(exc: BaseException) -> bool:

@@ -50,7 +50,7 @@ from .spool import (
     spool_root,
     summarize,
 )
-from .telemetry import ExporterTelemetry
+from .telemetry import Counter, DropReason, ExporterTelemetry
 
 logger = logging.getLogger("otel_pg_exporter")
 
@@ -166,7 +166,7 @@ class Delivery:
                     root,
                     safe_message(exc),
                 )
-                self._telemetry.add("spool_unavailable", 1)
+                self._telemetry.add(Counter.SPOOL_UNAVAILABLE, 1)
                 self.spool = self.quarantine = None
             if self.spool is not None and self.spool.has_data():  # left by an earlier process: replay it
                 self._start_replayer()
@@ -219,7 +219,7 @@ class Delivery:
             "prepared statements are off from now on (set prepared_statements=false to start that way)",
             type(exc).__name__,
         )
-        self._telemetry.add("prepared_statements_disabled", 1)
+        self._telemetry.add(Counter.PREPARED_STATEMENTS_DISABLED, 1)
         self._reset_pool()
         return True
 
@@ -238,14 +238,14 @@ class Delivery:
 
     def record(self, report: WriteReport, replayed: bool = False) -> None:
         t = self._telemetry
-        t.add("exported", report.written)
+        t.add(Counter.EXPORTED, report.written)
         if replayed:
-            t.add("replayed", report.written)
-        t.add("degraded", report.degraded)
-        t.add("dropped", report.dropped, reason="rejected_by_database")
-        t.add("log_fragments_merged", report.merged)
-        t.add("log_fragments_dropped", report.merge_dropped)
-        t.add("split_batches", report.splits)
+            t.add(Counter.REPLAYED, report.written)
+        t.add(Counter.DEGRADED, report.degraded)
+        t.add(Counter.DROPPED, report.dropped, reason=DropReason.REJECTED_BY_DATABASE)
+        t.add(Counter.LOG_FRAGMENTS_MERGED, report.merged)
+        t.add(Counter.LOG_FRAGMENTS_DROPPED, report.merge_dropped)
+        t.add(Counter.SPLIT_BATCHES, report.splits)
 
     def deliver(self, items: list[SpoolItem]) -> Delivered:
         """Write with retries within the export timeout; spool what cannot be written now, set
@@ -264,7 +264,9 @@ class Delivery:
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.NOT_READY:
-                    return self._unreachable(items, exc, "database not ready (schema or grants)")
+                    return self._unreachable(
+                        items, exc, "database not ready (schema or grants)", DropReason.DATABASE_NOT_READY
+                    )
                 if failure is Failure.POOLER and self._disable_prepared_statements(exc):
                     continue  # the same batch, at once, on connections that prepare nothing
                 if failure in (Failure.DOWN, Failure.RETRY):
@@ -272,7 +274,7 @@ class Delivery:
                     if deadline - time.monotonic() <= delay or self._closed.is_set():
                         return self._unreachable(items, exc)
                     attempt += 1
-                    self._telemetry.add("retried", 1)
+                    self._telemetry.add(Counter.RETRIED, 1)
                     self._closed.wait(delay)
                     continue
                 if failure is Failure.BUG:
@@ -298,15 +300,15 @@ class Delivery:
             try:
                 for aside in set_aside:
                     dropped = self.quarantine.append(aside.items, aside.error)
-                    self._telemetry.add("dropped", dropped, reason="quarantine_full")
+                    self._telemetry.add(Counter.DROPPED, dropped, reason=DropReason.QUARANTINE_FULL)
                     self.quarantine.seal()  # readable by otel-pg-spool at once
-                self._telemetry.add("quarantined", count)
+                self._telemetry.add(Counter.QUARANTINED, count)
                 where = f"set aside in {self.quarantine.directory}"
             except OSError as exc:
-                self._telemetry.add("dropped", count, reason="spool_error")
+                self._telemetry.add(Counter.DROPPED, count, reason=DropReason.SPOOL_ERROR)
                 where = f"lost: the quarantine is not writable ({safe_message(exc)})"
         else:
-            self._telemetry.add("dropped", count, reason="refused_by_database")
+            self._telemetry.add(Counter.DROPPED, count, reason=DropReason.REFUSED_BY_DATABASE)
         logger.error(
             "otel-pg-exporter: the database refused %d items of %d traces even alone; %s: %s",
             count,
@@ -317,13 +319,17 @@ class Delivery:
         return count, first
 
     def _unreachable(
-        self, items: list[SpoolItem], exc: BaseException, what: str = "database unreachable"
+        self,
+        items: list[SpoolItem],
+        exc: BaseException,
+        what: str = "database unreachable",
+        reason: DropReason = DropReason.DATABASE_UNREACHABLE,
     ) -> Delivered:
         message = safe_message(exc, self.settings.dsn)
         if self.spool is None:
             self.state.set(f"{what}, spool off: batches are lost", message)
-            self._telemetry.add("failed_batches", 1)
-            self._telemetry.add("dropped", len(items), reason=what.split(" (")[0].replace(" ", "_"))
+            self._telemetry.add(Counter.FAILED_BATCHES, 1)
+            self._telemetry.add(Counter.DROPPED, len(items), reason=reason)
             return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         self.state.set(f"{what}, spooling to {self.spool.directory}", message)
         self._db_down.set()
@@ -335,11 +341,11 @@ class Delivery:
             dropped = self.spool.append(items)
         except OSError as exc:
             self.state.set("spool not writable: batches are lost", safe_message(exc))
-            self._telemetry.add("failed_batches", 1)
-            self._telemetry.add("dropped", len(items), reason="spool_error")
+            self._telemetry.add(Counter.FAILED_BATCHES, 1)
+            self._telemetry.add(Counter.DROPPED, len(items), reason=DropReason.SPOOL_ERROR)
             return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
-        self._telemetry.add("spooled", len(items))
-        self._telemetry.add("dropped", dropped, reason="spool_full")
+        self._telemetry.add(Counter.SPOOLED, len(items))
+        self._telemetry.add(Counter.DROPPED, dropped, reason=DropReason.SPOOL_FULL)
         self._start_replayer()
         self._wake.set()
         return Delivered(SpanExportResult.SUCCESS, Outcome.SPOOLED)
@@ -418,7 +424,7 @@ class Delivery:
                 self._wake.clear()
 
     def _count_corrupt(self, spans: int) -> None:
-        self._telemetry.add("dropped", spans, reason="spool_corrupt")
+        self._telemetry.add(Counter.DROPPED, spans, reason=DropReason.SPOOL_CORRUPT)
 
     def _drain(self, spool: Spool, write_record: Callable[[RecordKey, list[SpoolItem]], bool]) -> str:
         """Every segment of ``spool`` we can claim, oldest first, record by record through

@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ..config.user_settings import ForwardTarget
+from ..delivery.telemetry import Counter
 from ..pipeline import conventions as cv
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -35,7 +36,7 @@ REST_MIN_S = 30.0
 REST_MAX_S = 600.0
 
 #: Counter callback: (stats key, value).
-Count = Callable[[str, int], None]
+Count = Callable[[Counter, int], None]
 
 
 def without_content(span: ReadableSpan) -> ReadableSpan:
@@ -114,8 +115,8 @@ class Forwarder:
                 decision = targets_of(tid)
                 if decision is None:
                     if any(s.parent is None for s in spans):  # the root is here and names nobody
-                        self._drop_pending(tid, "forward_unattributed")
-                        self._count("forward_unattributed", len(spans))
+                        self._drop_pending(tid, Counter.FORWARD_UNATTRIBUTED)
+                        self._count(Counter.FORWARD_UNATTRIBUTED, len(spans))
                     else:
                         self._hold(tid, spans, now)
                     continue
@@ -135,9 +136,9 @@ class Forwarder:
         self._pending_spans += len(spans)
         while self._pending_spans > self._pending_max and self._pending:
             old, _ = next(iter(self._pending.items()))
-            self._drop_pending(old, "forward_unattributed")
+            self._drop_pending(old, Counter.FORWARD_UNATTRIBUTED)
 
-    def _drop_pending(self, tid: uuid.UUID, reason: str) -> None:
+    def _drop_pending(self, tid: uuid.UUID, reason: Counter) -> None:
         held = self._pending.pop(tid, None)
         if held is not None:
             self._pending_spans -= len(held[1])
@@ -148,7 +149,7 @@ class Forwarder:
             tid, (first, _) = next(iter(self._pending.items()))
             if now - first < self._pending_s:
                 break
-            self._drop_pending(tid, "forward_unattributed")
+            self._drop_pending(tid, Counter.FORWARD_UNATTRIBUTED)
 
     def _enqueue(self, target: ForwardTarget, spans: list[ReadableSpan]) -> None:
         with self._lock:
@@ -165,7 +166,7 @@ class Forwarder:
                 if dropped is not None:
                     with self._lock:
                         self._inflight -= 1
-                    self._count("forward_dropped", len(dropped[1]))
+                    self._count(Counter.FORWARD_DROPPED, len(dropped[1]))
 
     def fresh(self) -> Forwarder:
         """A new forwarder with the same settings, for a forked child (the worker thread and the
@@ -201,9 +202,11 @@ class Forwarder:
                 return
             target, spans = item
             if time.monotonic() < self._resting.get(target, (0.0, 0.0))[0]:
-                outcome = "forward_spans_skipped"  # failed moments ago: do not hold up the others
+                outcome = Counter.FORWARD_SPANS_SKIPPED  # failed moments ago: do not hold up the others
             else:
-                outcome = "forward_spans_sent" if self._send(target, spans) else "forward_spans_failed"
+                outcome = (
+                    Counter.FORWARD_SPANS_SENT if self._send(target, spans) else Counter.FORWARD_SPANS_FAILED
+                )
             self._count(outcome, len(spans))
             with self._lock:
                 self._inflight -= 1
@@ -243,7 +246,7 @@ class Forwarder:
         self._closed = True
         with self._lock:
             for tid in list(self._pending):
-                self._drop_pending(tid, "forward_unattributed")
+                self._drop_pending(tid, Counter.FORWARD_UNATTRIBUTED)
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=max(0.1, timeout_s))
         self._worker.join(timeout=max(0.1, timeout_s))

@@ -23,8 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .._fork import on_fork_in_child
-from ..pipeline.encoding import encode_span
-from ..pipeline.mapping import map_span
+from .engine import Engine
 from .span_exporter import PostgresSpanExporter
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -46,15 +45,15 @@ class LiveSpanProcessor(SpanProcessor):
     ``live_delay_s``, 2 s). Add it to the same ``TracerProvider`` as the exporter's batch
     processor; ``configure(live=True)`` (or ``OTEL_EXPORTER_POSTGRES_LIVE=true``) does."""
 
-    def __init__(self, exporter: PostgresSpanExporter, delay_s: float | None = None) -> None:
-        self._exporter = exporter
-        self._delay_s = delay_s if delay_s is not None else exporter.settings.live_delay_s
+    def __init__(self, exporter: PostgresSpanExporter | Engine, delay_s: float | None = None) -> None:
+        self._engine = exporter.engine if isinstance(exporter, PostgresSpanExporter) else exporter
+        self._delay_s = delay_s if delay_s is not None else self._engine.settings.live_delay_s
         self._open: dict[tuple[int, int], tuple[float, Span]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._token = exporter.retain()
+        self._token: object | None = self._engine.retain()
         on_fork_in_child(self._after_fork_in_child)  # a forked child starts with its own lock and thread
 
     def _after_fork_in_child(self) -> None:
@@ -90,7 +89,7 @@ class LiveSpanProcessor(SpanProcessor):
             thread.join(timeout=LIVE_TIMEOUT_S * 2)
         if self._token is not None:
             token, self._token = self._token, None
-            self._exporter.release(token)
+            self._engine.release(token)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -121,31 +120,14 @@ class LiveSpanProcessor(SpanProcessor):
             self._wake.wait(max(0.01, min(POLL_MAX_S, next_due - time.monotonic())))
 
     def _write(self, spans: list[Span]) -> None:
-        exporter = self._exporter
-        telemetry = exporter.telemetry
-        if exporter.delivery.closed or exporter.delivery.database_down:
-            telemetry.add("live_skipped", len(spans))
-            return
-        rows = []
+        snapshots = []
         for span in spans:
-            try:
-                snapshot = _snapshot(span)
-                if snapshot.end_time is not None:  # ended meanwhile: its real row is on its way
-                    continue
-                record = map_span(snapshot)
-                record.status = "running"
-                record.completed_at = None
-                record.duration_ms = 0
-                record.metadata["live"] = True
-                rows.append(encode_span(record, exporter.limits))
-            except Exception as exc:  # a span that cannot be mapped now is written when it ends
-                logger.debug("otel-pg-exporter: no live row for %r: %s", span.name, type(exc).__name__)
-        if not rows:
+            snapshot = _snapshot(span)
+            if snapshot.end_time is None:  # ended meanwhile: its real row is on its way
+                snapshots.append(snapshot)
+        if not snapshots:
             return
         try:
-            report = exporter.delivery.writer.write(rows, timeout=LIVE_TIMEOUT_S)
-            telemetry.add("live_rows", report.written)
+            self._engine.write_live(snapshots, timeout_s=LIVE_TIMEOUT_S)
         except Exception as exc:  # best effort: the real rows come through the exporter
-            telemetry.add("live_skipped", len(rows))
             logger.debug("otel-pg-exporter: live rows skipped: %s", type(exc).__name__)
-

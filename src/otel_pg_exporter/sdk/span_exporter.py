@@ -1,57 +1,28 @@
-"""``PostgresSpanExporter``: thin orchestration of the pipeline for the OpenTelemetry SDK.
+"""``PostgresSpanExporter``: the OpenTelemetry SDK's ``SpanExporter`` over an ``Engine``.
 
-``export()`` takes each span through the pure stages in one pass: ``mapping.map_span`` (OTel span →
-record), ``pricing`` (a cost for model calls that report none), the user's ``redact`` hook, and
-``records.encode_span`` (the row, sanitized and scrubbed); a span that breaks a stage still gets a
-minimal row. The batch then goes to ``delivery.Delivery`` (retries, spool, replay) and from there to
-``store.SpanWriter`` (SQL). Per-user settings and forwarding hook in between. ``export()`` never
-raises into the SDK. ``configure()`` (in ``providers``) wires it onto the global providers.
+It only composes: ``export()`` hands the batch to ``Engine.export_spans`` (map → price → redact →
+encode → deliver) and answers the SDK with the result; everything else is the engine's. The
+properties below (``settings``, ``delivery``, ``spool``, ``pricer``, ``limits``, ``telemetry``) are the
+engine's, kept here because they are part of the exporter's public face.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .._fork import on_fork_in_child
-from ..config.dsn import safe_message
-from ..config.settings import ExporterSettings, resolve_settings
-from ..config.user_settings import (
-    ForwardTarget,
-    UserObservability,
-    UserSettingsCache,
-    content_allowed,
-    user_uuid,
-)
-from ..delivery import Delivered, Delivery, ExporterTelemetry, Outcome
+from ..config.settings import ExporterSettings
+from ..config.user_settings import UserObservability
+from ..delivery import Delivered, Delivery, ExporterTelemetry
 from ..delivery.spool import Spool
-from ..errors import ConfigurationError
-from ..pipeline.conventions import MODEL_CALL_TYPES
-from ..pipeline.encoding import EncodedSpan, Limits, encode_span
-from ..pipeline.ids import trace_uuid
-from ..pipeline.log_fragments import LogFragment
-from ..pipeline.mapping import SpanRecord, fallback_record, map_span
-from ..pipeline.pricing import Pricer, apply_cost, load_custom_prices
-from ..pipeline.privacy import build_scrubber, parse_patterns
-from .forward import Forwarder, spans_by_trace
-
-logger = logging.getLogger("otel_pg_exporter")
-
-#: How many trace → user associations are remembered across batches (for per-user settings).
-TRACE_USERS_MAX = 65_536
-
-
-def _no_loading(user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    raise TimeoutError("the database is down: no settings lookup")
+from ..pipeline.encoding import EncodedSpan, Limits
+from ..pipeline.mapping import SpanRecord
+from ..pipeline.pricing import Pricer
+from .engine import Engine
 
 
 class PostgresSpanExporter(SpanExporter):
@@ -62,330 +33,80 @@ class PostgresSpanExporter(SpanExporter):
     ``max_payload_chars``, ``prepared_statements`` (False behind PgBouncer/Supabase transaction
     poolers), ``pool_min_size``, ``pool_max_size``, ``application_name``, ``spool_dir`` ("off" to
     disable), ``spool_max_bytes``, ``shutdown_timeout_s``. See the README for defaults.
+    ``engine=``: share an existing ``Engine`` instead (no dsn/options then).
     """
 
-    def __init__(self, dsn: str | None = None, **options: Any) -> None:
-        self.settings: ExporterSettings = resolve_settings(dsn, **options)
-        s = self.settings
-        scrubber = (
-            build_scrubber(parse_patterns(s.redact_patterns), own_dsn=s.dsn, defaults=s.scrub_secrets)
-            if s.scrub_secrets or s.redact_patterns or s.dsn
-            else None
-        )
-        self._limits = Limits(
-            max_payload_chars=s.max_payload_chars, scrub=scrubber, capture_content=s.capture_content
-        )
-        self._limits_flipped = replace(self._limits, capture_content=not s.capture_content)
-        self.pricer = Pricer(load_custom_prices(s.prices))
-        self._trace_users: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
-        self._trace_users_lock = threading.Lock()
-        self._telemetry = ExporterTelemetry()
-        self.delivery = Delivery(
-            s,
-            self._limits,
-            self._telemetry,
-            content_policy=self._forbidden_users if s.user_settings else None,
-        )
-        self._user_settings = (
-            UserSettingsCache(self.delivery.load_observability, ttl_s=s.user_settings_ttl_s)
-            if s.user_settings
-            else None
-        )
-        self._forwarder: Forwarder | None = None
-        if s.forward:
-            try:
-                self._forwarder = Forwarder(self._telemetry.add, timeout_s=s.timeout_s)
-            except ImportError:
-                raise ConfigurationError(
-                    "forward=True needs opentelemetry-exporter-otlp-proto-http: "
-                    "pip install 'otel-pg-exporter[forward]'"
-                ) from None
-        self._shutdown_lock = threading.Lock()
-        self._own_token = object()
-        self._holders: set[object] = {self._own_token}  # see retain()
-        self._shutting_down = False
-        self._fork_orphans: list[Any] = []
-        on_fork_in_child(self._after_fork_in_child)
-
-    @property
-    def spool(self) -> Spool | None:
-        """The durable spool (None when it is off or its directory is not usable)."""
-        return self.delivery.spool
+    def __init__(self, dsn: str | None = None, *, engine: Engine | None = None, **options: Any) -> None:
+        if engine is not None and (dsn is not None or options):
+            raise TypeError("pass either engine or dsn/options, not both")
+        self.engine = engine if engine is not None else Engine(dsn, **options)
+        self._token: object | None = self.engine.retain()
 
     # -- SpanExporter API --------------------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.export_with_outcome(spans).result
+        return self.engine.export_spans(spans).result
 
     def export_with_outcome(self, spans: Sequence[ReadableSpan]) -> Delivered:
-        """``export()``, and what became of the batch (``delivery.Delivered``): ``outcome`` is
-        ``stored`` (committed), ``spooled`` (in the durable spool, the database being down),
-        ``empty`` or ``failure`` (lost, counted); ``refused`` counts the spans the database refused
-        even alone (set aside in the quarantine, or dropped without a spool)."""
-        if self.delivery.closed:
-            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
-        started = time.perf_counter()
-        count = len(spans)
-        self._telemetry.inflight(count)
-        outcome = Outcome.FAILURE
-        try:
-            delivered = self._export(spans)
-            outcome = delivered.outcome
-            return delivered
-        except Exception as exc:  # never raise into the SDK
-            self._telemetry.add("failed_batches", 1)
-            self._telemetry.add("dropped", count, reason="internal_error")
-            self.delivery.state.set("export failed", safe_message(exc, self.settings.dsn))
-            return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
-        finally:
-            self._telemetry.inflight(-count)
-            self._telemetry.export_duration(time.perf_counter() - started, outcome.value)
+        """``export()``, and what became of the batch (``Engine.export_spans``)."""
+        return self.engine.export_spans(spans)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Nothing is buffered in memory: every ``export()`` has committed or spooled (fsynced).
-        Forwarded batches still queued are sent first."""
-        if self._forwarder is not None:
-            return self._forwarder.flush(timeout_millis / 1000)
-        return True
-
-    def retain(self) -> object:
-        """Register one more user of this exporter (a ``PostgresLogExporter`` sharing its pool and
-        spool); returns the token to ``release``. The real shutdown waits for every user."""
-        token = object()
-        with self._shutdown_lock:
-            self._holders.add(token)
-        return token
+        return self.engine.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         """Drain the spool to the database for up to ``shutdown_timeout_s``, keep the rest on disk,
-        close the pool. Idempotent; later ``export()`` calls return FAILURE. With users registered
-        by ``retain``, this happens when the last of them is released."""
-        self.release(self._own_token)
+        close the pool. Idempotent; later ``export()`` calls return FAILURE. When other adapters
+        share the engine (``retain``), this happens when the last of them is done."""
+        token, self._token = self._token, None
+        if token is not None:
+            self.engine.release(token)
+
+    def retain(self) -> object:
+        """Register one more user of this exporter's engine (see ``Engine.retain``)."""
+        return self.engine.retain()
 
     def release(self, token: object) -> None:
-        """A user of this exporter is done; the last one shuts it down."""
-        with self._shutdown_lock:
-            self._holders.discard(token)
-            if self._holders or self._shutting_down:
-                return
-            self._shutting_down = True
-        deadline = self.delivery.begin_close(self.settings.shutdown_timeout_s)
-        if self._forwarder is not None:
-            self._forwarder.shutdown(max(0.5, deadline - time.monotonic()))
-        self.delivery.finish_close()
+        self.engine.release(token)
 
-    def _after_fork_in_child(self) -> None:
-        """In a forked child (gunicorn, multiprocessing): the parent's threads do not exist here, and
-        its pooled connections, spool segment and forwarding sessions are the parent's. Start with
-        our own. The parent's objects are kept referenced, never closed: closing a connection from
-        here would end the parent's session."""
-        self._fork_orphans.append(self._forwarder)
-        self._trace_users_lock = threading.Lock()
-        self._shutdown_lock = threading.Lock()
-        self._telemetry.after_fork()
-        if self._user_settings is not None:
-            self._user_settings.after_fork()
-        if self._forwarder is not None:
-            self._forwarder = self._forwarder.fresh()
-        self.delivery.after_fork()
+    # -- the engine's, as the exporter's public face ------------------------------------------------
 
-    # -- introspection ------------------------------------------------------------------------------
+    @property
+    def settings(self) -> ExporterSettings:
+        return self.engine.settings
+
+    @property
+    def delivery(self) -> Delivery:
+        return self.engine.delivery
+
+    @property
+    def spool(self) -> Spool | None:
+        """The durable spool (None when it is off or its directory is not usable)."""
+        return self.engine.spool
+
+    @property
+    def pricer(self) -> Pricer:
+        return self.engine.pricer
 
     @property
     def limits(self) -> Limits:
         """Size caps, scrubber and content switch applied to everything this exporter stores."""
-        return self._limits
+        return self.engine.limits
 
     @property
     def telemetry(self) -> ExporterTelemetry:
-        return self._telemetry
+        return self.engine.telemetry
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start: exported, spooled, replayed, retried, dropped (+ by reason),
-        sanitized, degraded, failed batches, export latency, and the spool's backlog."""
-        out = self._telemetry.snapshot()
-        out.update(self.delivery.stats())
-        if self._user_settings is not None:
-            out["user_settings_queries"] = self._user_settings.queries
-            out["user_settings_failures"] = self._user_settings.failures
-        return out
+        """Counters since start (``Engine.stats``)."""
+        return self.engine.stats()
 
     def encode(self, spans: Sequence[ReadableSpan]) -> list[EncodedSpan]:
-        """Map and encode a batch; a span that breaks the mapping gets a minimal row instead.
-        Content is kept or dropped per trace, by its user's settings when the user is known."""
-        return self._encode(spans)[0]
-
-    def _encode(
-        self, spans: Sequence[ReadableSpan]
-    ) -> tuple[list[EncodedSpan], dict[uuid.UUID, uuid.UUID], dict[uuid.UUID, UserObservability]]:
-        """``encode``, plus each trace's user and the users' settings (for forwarding).
-
-        One pass per span: mapped, priced, redacted and encoded at once with the global content
-        setting, so nothing built for a span outlives it but its row. With per-user settings, the
-        spans of a trace whose user decides otherwise are then mapped and encoded again (rare)."""
-        encoded: list[EncodedSpan] = []
-        origin: list[ReadableSpan] = []  # the span each row came from (a span yields 0 or 1 rows)
-        for span in spans:
-            record, error = self._mapped(span)
-            if self._encode_one(span, record, error, self._limits, encoded):
-                origin.append(span)
-        users: dict[uuid.UUID, uuid.UUID] = {}
-        settings: dict[uuid.UUID, UserObservability] = {}
-        if self._user_settings is not None:
-            users = self.trace_users(encoded)
-            settings = self.user_observability(set(users.values()))
-            glob = self._limits.capture_content
-            flipped = {tid for tid, uid in users.items() if content_allowed(glob, settings.get(uid)) != glob}
-            for i, row in enumerate(encoded if flipped else ()):
-                if row.trace_id in flipped:
-                    again: list[EncodedSpan] = []
-                    record, error = self._mapped(origin[i])
-                    if self._encode_one(origin[i], record, error, self._limits_flipped, again):
-                        encoded[i] = again[0]
-        self._telemetry.add("sanitized", sum(1 for e in encoded if e.sanitized))
-        return encoded, users, settings
-
-    def _mapped(self, span: ReadableSpan) -> tuple[SpanRecord | None, Exception | None]:
-        try:
-            record = self._priced(map_span(span))
-            if self.settings.redact is not None:
-                record = self.settings.redact(record)
-            return record, None
-        except Exception as exc:
-            return None, exc
-
-    def _encode_one(
-        self,
-        span: ReadableSpan,
-        record: SpanRecord | None,
-        error: Exception | None,
-        limits: Limits,
-        out: list[EncodedSpan],
-    ) -> bool:
-        """Encode one mapped span into ``out``; a span that broke the mapping or the encoding gets a
-        minimal row instead (or is counted as dropped when it has no context at all: False)."""
-        if record is not None:
-            try:
-                out.append(encode_span(record, limits))
-                return True
-            except Exception as exc:
-                error = exc
-        assert error is not None
-        fallback = fallback_record(span, error)
-        if fallback is not None and (self.settings.redact is not None or not self.settings.capture_content):
-            fallback.metadata.pop("attributes_raw", None)  # unredacted content must not leak
-        self._telemetry.add("mapping_fallbacks", 1)
-        logger.warning(
-            "otel-pg-exporter: span %r mapped minimally: %s",
-            span.name,
-            f"{type(error).__name__}: {error}"[:300],
-        )
-        if fallback is not None:
-            out.append(encode_span(fallback, self._limits))
-            return True
-        self._telemetry.add("dropped", 1, reason="invalid_span")
-        return False
-
-    # -- per-user settings -------------------------------------------------------------------------
+        """Map and encode a batch, as ``export()`` would (``Engine.encode``)."""
+        return self.engine.encode(spans)
 
     def trace_users(self, records: Sequence[SpanRecord | EncodedSpan]) -> dict[uuid.UUID, uuid.UUID]:
-        """The user (a UUID) of each trace in ``records``: the best-ranked user attribute of the
-        batch, else what an earlier batch of the same trace said (remembered, bounded)."""
-        found: dict[uuid.UUID, tuple[int, uuid.UUID]] = {}
-        for r in records:
-            user = r.hints.user
-            uid = user_uuid(user[1]) if user is not None else None
-            if uid is not None and (r.trace_id not in found or user[0] < found[r.trace_id][0]):  # type: ignore[index]
-                found[r.trace_id] = (user[0], uid)  # type: ignore[index]
-        out: dict[uuid.UUID, uuid.UUID] = {}
-        with self._trace_users_lock:
-            for r in records:
-                tid = r.trace_id
-                if tid in found:
-                    out[tid] = found[tid][1]
-                    self._trace_users[tid] = found[tid][1]
-                    self._trace_users.move_to_end(tid)
-                elif tid in self._trace_users:
-                    out[tid] = self._trace_users[tid]
-            while len(self._trace_users) > TRACE_USERS_MAX:
-                self._trace_users.popitem(last=False)
-        return out
+        return self.engine.trace_users(records)
 
     def user_observability(self, user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, UserObservability]:
-        """Cached per-user settings (empty when ``user_settings`` is off)."""
-        if self._user_settings is None or not user_ids:
-            return {}
-        if self.delivery.database_down:  # cached values only: the writer's transaction checks again later
-            return self._user_settings.get_many(user_ids, loader=_no_loading)
-        return self._user_settings.get_many(user_ids)
-
-    def _forward(
-        self,
-        spans: Sequence[ReadableSpan],
-        users: dict[uuid.UUID, uuid.UUID],
-        settings: dict[uuid.UUID, UserObservability],
-    ) -> None:
-        """Each trace's spans to its user's LangSmith / Langfuse (queued; never raises)."""
-        assert self._forwarder is not None
-        try:
-            glob = self._limits.capture_content
-
-            def targets_of(tid: uuid.UUID) -> tuple[tuple[ForwardTarget, ...], bool] | None:
-                uid = users.get(tid)
-                obs = settings.get(uid) if uid is not None else None
-                if obs is None:
-                    return None  # user not known (yet): the spans wait
-                if not obs.enabled:
-                    return (), False
-                return obs.targets, content_allowed(glob, obs)
-
-            by_trace = spans_by_trace(
-                (s for s in spans if s.context is not None), lambda s: trace_uuid(s.context.trace_id)
-            )
-            self._forwarder.route(by_trace, targets_of)
-        except Exception as exc:
-            self.delivery.state.set("forwarding failed", type(exc).__name__)
-
-    def _forbidden_users(self, user_ids: Collection[Any], loader: Any) -> set[Any]:
-        """For the writer: users (of traces it just wrote) whose content must not be stored."""
-        assert self._user_settings is not None
-        settings = self._user_settings.get_many(user_ids, loader)
-        glob = self._limits.capture_content
-        return {u for u in user_ids if not content_allowed(glob, settings.get(u))}
-
-    # -- internals ----------------------------------------------------------------------------------
-
-    def _priced(self, record: SpanRecord) -> SpanRecord:
-        """Model calls get a computed cost when they report none (``pricing``)."""
-        if record.span_type in MODEL_CALL_TYPES:
-            record.cost = apply_cost(
-                record.metadata,
-                record.tokens,
-                record.cost,
-                record.provider,
-                record.model,
-                record.metadata.get("request_model"),
-                record.started_at,
-                self.pricer,
-            )
-        return record
-
-    def _export(self, spans: Sequence[ReadableSpan]) -> Delivered:
-        encoded, users, settings = self._encode(spans)
-        if self._forwarder is not None:
-            self._forward(spans, users, settings)
-        if not encoded:
-            return Delivered(SpanExportResult.SUCCESS, Outcome.EMPTY)
-        return self.delivery.deliver(list(encoded))
-
-    def deliver_log_fragments(self, fragments: Sequence[LogFragment]) -> bool:
-        """Merge log fragments (``PostgresLogExporter``) through the same retries, spool and
-        replay as spans. Never raises; False when the fragments are lost."""
-        if self.delivery.closed:
-            return False
-        try:
-            return self.delivery.deliver(list(fragments)).durable
-        except Exception as exc:
-            self._telemetry.add("failed_batches", 1)
-            self.delivery.state.set("log export failed", safe_message(exc, self.settings.dsn))
-            return False
+        return self.engine.user_observability(user_ids)

@@ -5,10 +5,9 @@ spans (pure), ``connection`` bounds a transaction, ``writer.SpanWriter`` runs th
 """
 
 from ..connection import ConnectionSource
-from .writer import DATA_ERRORS, MAX_TRACES_PER_TRANSACTION, ContentPolicy, SetAside, SpanWriter, WriteReport
+from .writer import MAX_TRACES_PER_TRANSACTION, ContentPolicy, SetAside, SpanWriter, WriteReport
 
 __all__ = [
-    "DATA_ERRORS",
     "MAX_TRACES_PER_TRANSACTION",
     "ConnectionSource",
     "ContentPolicy",

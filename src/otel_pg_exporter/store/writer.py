@@ -23,7 +23,7 @@ from psycopg import errors as pg_errors
 
 from ..config.user_settings import resolve_vault_refs, vault_refs
 from ..connection import ConnectionSource, watchdog
-from ..failures import TransactionTimedOut, is_refusal
+from ..failures import TransactionTimedOut, is_bad_row, is_refusal
 from ..pipeline.encoding import EncodedSpan, Limits, row_json
 from ..pipeline.log_fragments import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from ..pipeline.mapping import ns_to_datetime
@@ -34,14 +34,6 @@ from .batch import SpanBatch, chunks_by_trace, dumps, halves, placeholder_row, t
 
 logger = logging.getLogger("otel_pg_exporter")
 
-#: Errors that mean "this data cannot be stored": isolate the offending span(s), store the rest.
-DATA_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.DataError,
-    psycopg.IntegrityError,
-    UnicodeError,
-    ValueError,
-    TypeError,
-)
 #: Default bound on the traces one transaction locks (one advisory lock each). PostgreSQL's lock
 #: table holds about ``max_locks_per_transaction × max_connections`` locks for the whole cluster
 #: (6,400 on the defaults); a larger batch is written as several transactions.
@@ -98,7 +90,9 @@ def _isolating(
     try:
         write(items)
         return len(items)
-    except DATA_ERRORS as exc:
+    except Exception as exc:
+        if not is_bad_row(exc):  # the failures table decides; a bug of ours propagates
+            raise
         if len(items) > 1:
             mid = len(items) // 2
             return _isolating(items[:mid], write, refused) + _isolating(items[mid:], write, refused)
@@ -335,7 +329,9 @@ class SpanWriter:
                 report.degraded += 1
                 report.written += 1
                 logger.warning("otel-pg-exporter: span %s stored without payload: %s", span.name[:80], error)
-            except DATA_ERRORS as exc:
+            except Exception as exc:
+                if not is_bad_row(exc):
+                    raise
                 report.dropped += 1
                 report.errors.append(error)
                 logger.error(

@@ -42,8 +42,7 @@ from starlette.routing import Route
 from ...delivery import Delivered, Outcome
 from ...failures import Failure, classify
 from ...schema.migrations import local_search_path, migration_states, set_local
-from ...sdk.log_exporter import PostgresLogExporter
-from ...sdk.span_exporter import PostgresSpanExporter
+from ...sdk.engine import Engine
 from .otlp import JSON, PROTOBUF, BadRequest, Decoded, decode_logs, decode_traces, media_type, response_body
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -136,9 +135,9 @@ class Gateway:
         body_timeout_s: float = BODY_TIMEOUT_S,
         **options: Any,
     ) -> None:
-        self.exporter = PostgresSpanExporter(dsn, **options)
-        self.log_exporter = PostgresLogExporter(span_exporter=self.exporter)
-        self._token = token.encode() if token else None
+        self.engine = Engine(dsn, **options)
+        self._engine_token = self.engine.retain()
+        self._bearer = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self._slots = threading.BoundedSemaphore(max_inflight)
@@ -166,31 +165,27 @@ class Gateway:
             out: dict[str, Any] = dict(self._counters)
         _, ok, why = self._ready
         out["ready"] = {"ready": ok, "reason": why, "checks": self.ready_checks}
-        out["exporter"] = self.exporter.stats()
+        out["exporter"] = self.engine.stats()
         return out
 
     # -- checks ------------------------------------------------------------------------------------
 
     @property
     def has_token(self) -> bool:
-        return self._token is not None
+        return self._bearer is not None
 
     def authorized(self, request: Request) -> bool:
-        if self._token is None:
+        if self._bearer is None:
             return True
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         given = value.strip().encode() if scheme.lower() == "bearer" else b""
-        return hmac.compare_digest(given, self._token)
+        return hmac.compare_digest(given, self._bearer)
 
     def spool_cannot_take(self, size: int) -> bool:
         """While the database is down a batch goes to the spool: refuse when it would not fit (the
         spool would drop older data to make room) or when there is no spool."""
-        delivery = self.exporter.delivery
-        if not delivery.database_down:
-            return False
-        spool = delivery.spool
-        return spool is None or spool.size_bytes() + size > spool.max_bytes
+        return self.engine.spool_cannot_take(size)
 
     def ready(self) -> tuple[bool, str]:
         """Readiness, from a cache of ``READY_CACHE_S`` seconds, else checked now (blocking)."""
@@ -215,7 +210,7 @@ class Gateway:
     def check_ready(self) -> tuple[bool, str]:
         """Does the database answer, with the schema installed, and can batches be made durable?
         The reason never names the database, its host or its user."""
-        settings = self.exporter.settings
+        settings = self.engine.settings
         self.ready_checks += 1
         try:
             with (
@@ -352,10 +347,8 @@ class Gateway:
         if not decoded.items:
             return Delivered(SpanExportResult.SUCCESS, Outcome.EMPTY)
         if kind == "logs":
-            result = self.log_exporter.export(decoded.items)
-            outcome = Outcome.STORED if result.name == "SUCCESS" else Outcome.FAILURE
-            return Delivered(SpanExportResult[result.name], outcome)
-        return self.exporter.export_with_outcome(decoded.items)
+            return self.engine.export_logs(decoded.items)
+        return self.engine.export_spans(decoded.items)
 
     def _refuse(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
         if status >= 500 or status == 429:
@@ -371,8 +364,7 @@ class Gateway:
     def close(self) -> None:
         self._workers.shutdown(wait=True)
         self._ready_worker.shutdown(wait=False)
-        self.log_exporter.shutdown()
-        self.exporter.shutdown()
+        self.engine.release(self._engine_token)
 
 
 def _status_response(status: int, reason: str, answer_as: str) -> Response:
@@ -401,7 +393,7 @@ def create_app(gateway: Gateway) -> Starlette:
         ok, why = await gateway.ready_async()
         body: dict[str, Any] = {"ready": ok}
         if gateway.has_token and gateway.authorized(request):  # the reason only behind the token
-            exporter = gateway.exporter.stats()
+            exporter = gateway.engine.stats()
             body["reason"] = why
             body["quarantine_spans"] = exporter.get("quarantine_spans", 0)
             body["replay_stalled"] = exporter.get("replay_stalled", False)
