@@ -18,24 +18,16 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..schema.tables import SEED_COLUMNS
+from ..schema.tables import SEED_COLUMNS, SPAN_JSON_COLUMNS, SPAN_SCRUBBED_COLUMNS, VARCHAR_WIDTHS
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .mapping import EPOCH, SpanRecord, TraceHints
 from .privacy import scrub_json_text
 from .sanitize import INT_MAX, clamp_int, clean_text, column_cost, encode_json
 
-#: Columns that may carry free text from the application, and so secrets.
-SCRUBBED = frozenset({"name", "inputs", "outputs", "evaluation", "error", "error_stack", "api_limits"})
-#: VARCHAR widths of the seed schema.
-VARCHAR = {
-    "span_type": 50,
-    "name": 255,
-    "model": 255,
-    "provider": 100,
-    "error_type": 100,
-    "workflow_id": 255,
-    "execution_id": 255,
-}
+#: Columns that may carry free text from the application, and so secrets (``schema.tables``).
+SCRUBBED = SPAN_SCRUBBED_COLUMNS
+#: VARCHAR widths of the seed schema (``schema.tables``).
+VARCHAR = VARCHAR_WIDTHS
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
 _TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
 
@@ -78,7 +70,7 @@ def _without_content(record: SpanRecord) -> None:
 #: which folds a batch's children into their parent).
 ROW_COLUMNS: tuple[str, ...] = tuple(c for c in SEED_COLUMNS["spans"] if c != "child_spans")
 #: JSONB columns (embedded in the row as JSON values, not as strings).
-JSON_COLUMNS = frozenset({"inputs", "outputs", "tokens", "api_limits", "evaluation", "metadata"})
+JSON_COLUMNS = SPAN_JSON_COLUMNS
 
 
 @dataclass(slots=True)

@@ -22,63 +22,16 @@ from psycopg.rows import dict_row
 from ..config.dsn import resolve_dsn, safe_message
 from ..errors import OtelPgError
 from ..schema.migrations import EXPECTED_COLUMNS, connect, migration_states
+from ..schema.tables import CONSTRAINTS, INDEXES, POLICIES
 from ..terminal import for_terminal
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SEVERITY = {OK: 0, WARN: 1, FAIL: 2}
 
-#: The seed's index definitions (``pg_get_indexdef`` from ``USING`` on): names and definitions are
-#: the contract; a same-named index over other columns is as broken as a missing one.
-EXPECTED_INDEX_DEFS: dict[str, str] = {
-    "idx_profiles_settings": "USING gin (settings)",
-    "idx_traces_workflow_id": "USING btree (workflow_id)",
-    "idx_traces_execution_id": "USING btree (execution_id)",
-    "idx_traces_user_id": "USING btree (user_id)",
-    "idx_traces_started_at": "USING btree (started_at DESC)",
-    "idx_traces_status": "USING btree (status)",
-    "idx_traces_workflow_started": "USING btree (workflow_id, started_at DESC)",
-    "idx_traces_metadata_gin": "USING gin (metadata)",
-    "idx_traces_total_tokens_gin": "USING gin (total_tokens)",
-    "idx_spans_trace_id": "USING btree (trace_id)",
-    "idx_spans_parent_span_id": "USING btree (parent_span_id)",
-    "idx_spans_span_type": "USING btree (span_type)",
-    "idx_spans_status": "USING btree (status)",
-    "idx_spans_started_at": "USING btree (started_at)",
-    "idx_spans_trace_started": "USING btree (trace_id, started_at)",
-    "idx_spans_tokens_gin": "USING gin (tokens)",
-    "idx_spans_metadata_gin": "USING gin (metadata)",
-}
-
-#: The seed's constraints by table: name → kind (p primary key, u unique, f foreign key, c check).
-EXPECTED_CONSTRAINTS: dict[str, dict[str, str]] = {
-    "profiles": {"profiles_pkey": "p"},
-    "traces": {
-        "traces_pkey": "p",
-        "traces_execution_id_key": "u",
-        "traces_user_id_fkey": "f",
-        "valid_status": "c",
-    },
-    "spans": {
-        "spans_pkey": "p",
-        "spans_trace_id_fkey": "f",
-        "spans_parent_span_id_fkey": "f",
-        "valid_span_status": "c",
-    },
-}
-
-#: The seed's RLS policies (004), by table.
-EXPECTED_POLICIES: dict[str, tuple[str, ...]] = {
-    "traces": (
-        "Users can view their own traces",
-        "Users can insert their own traces",
-        "Users can update their own traces",
-    ),
-    "spans": (
-        "Users can view spans from their own traces",
-        "Users can insert spans to their own traces",
-        "Users can update spans in their own traces",
-    ),
-}
+#: The seed's contract (``schema.tables``): index definitions, constraints, RLS policies.
+EXPECTED_INDEX_DEFS = INDEXES
+EXPECTED_CONSTRAINTS = CONSTRAINTS
+EXPECTED_POLICIES = POLICIES
 
 #: What the least-privilege exporter role (sql/roles/otel_exporter_role.sql) needs.
 EXPORTER_ROLE = "otel_exporter"

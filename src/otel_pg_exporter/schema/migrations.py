@@ -33,7 +33,7 @@ from ..errors import (
     SchemaDrift,
     SchemaError,
 )
-from .tables import SEED_COLUMNS
+from .tables import INDEXES, SEED_COLUMNS
 
 BOOKKEEPING_TABLE = "otel_pg_schema_migrations"
 #: Arbitrary constant key for pg_advisory_lock ("otelpg" in ASCII).
@@ -60,25 +60,7 @@ PRESENCE_PROBES: dict[int, str] = {
 
 #: The seed's contract, checked after every install (columns by name, indexes by name).
 EXPECTED_COLUMNS = SEED_COLUMNS
-EXPECTED_INDEXES: tuple[str, ...] = (
-    "idx_profiles_settings",
-    "idx_traces_workflow_id",
-    "idx_traces_execution_id",
-    "idx_traces_user_id",
-    "idx_traces_started_at",
-    "idx_traces_status",
-    "idx_traces_workflow_started",
-    "idx_traces_metadata_gin",
-    "idx_traces_total_tokens_gin",
-    "idx_spans_trace_id",
-    "idx_spans_parent_span_id",
-    "idx_spans_span_type",
-    "idx_spans_status",
-    "idx_spans_started_at",
-    "idx_spans_trace_started",
-    "idx_spans_tokens_gin",
-    "idx_spans_metadata_gin",
-)
+EXPECTED_INDEXES: tuple[str, ...] = tuple(INDEXES)
 
 _BOOKKEEPING_DDL = f"""
 CREATE TABLE IF NOT EXISTS {BOOKKEEPING_TABLE} (

@@ -31,6 +31,7 @@ from ..pipeline.conventions import (
 )
 from ..pipeline.encoding import OMITTED, ROW_COLUMNS
 from ..pipeline.sanitize import encode_json
+from ..schema.tables import SPAN_RECORD_TYPES
 
 _MAX = 2_147_483_647
 
@@ -79,35 +80,10 @@ ORDER BY p.sid
 ON CONFLICT (span_id) DO NOTHING"""
 INSERT_PLACEHOLDERS = _PLACEHOLDERS_INSERT + "\n"
 
-#: Column types for ``jsonb_to_recordset``: the batch travels as one JSON document that the server
-#: parses in C, instead of one array parameter per column dumped by the client.
-SPAN_TYPES = {
-    "span_id": "uuid",
-    "trace_id": "uuid",
-    "parent_span_id": "uuid",
-    "span_type": "text",
-    "name": "text",
-    "status": "text",
-    "started_at": "timestamp",
-    "completed_at": "timestamp",
-    "duration_ms": "int4",
-    "inputs": "jsonb",
-    "outputs": "jsonb",
-    "tokens": "jsonb",
-    "cost": "numeric",
-    "model": "text",
-    "provider": "text",
-    "error": "text",
-    "error_type": "text",
-    "error_stack": "text",
-    "api_limits": "jsonb",
-    "retry_count": "int4",
-    "timeout": "int4",
-    "evaluation": "jsonb",
-    "metadata": "jsonb",
-    "child_spans": "text[]",
-}
-INSERT_COLUMNS = tuple(SPAN_TYPES)
+#: Column types for ``jsonb_to_recordset`` (``schema.tables``): the batch travels as one JSON
+#: document that the server parses in C, instead of one array parameter per column dumped by the client.
+RECORD_TYPES = SPAN_RECORD_TYPES
+INSERT_COLUMNS = tuple(RECORD_TYPES)
 _UPDATE_ON_CONFLICT = [c for c in INSERT_COLUMNS if c not in ("span_id", "trace_id")]
 # the rows ``records.encode_span`` makes hold every column but child_spans, which the batch adds
 assert tuple(c for c in INSERT_COLUMNS if c != "child_spans") == ROW_COLUMNS
@@ -145,7 +121,7 @@ _LOGGED_INTO_PLACEHOLDER = {
 def upsert_spans_sql(source: str | None = None, where: str = "true") -> str:
     """The spans upsert, from the batch document (``%(rows)s``), or from a relation ``source``
     with the same columns."""
-    record = ", ".join(f"{c} {SPAN_TYPES[c]}" for c in INSERT_COLUMNS)
+    record = ", ".join(f"{c} {RECORD_TYPES[c]}" for c in INSERT_COLUMNS)
     sets = []
     for c in _UPDATE_ON_CONFLICT:
         if c == "retry_count":
@@ -269,7 +245,7 @@ def _write_batch_sql() -> str:
     by the same rule as ``RECOMPUTE_TRACES`` over stored spans: a trace row that does not exist has
     no stored spans (the seed's foreign key), and the advisory lock keeps it so until commit. The
     seed's foreign keys are checked at the end of the statement, after every CTE ran."""
-    record = ", ".join(f"{c} {SPAN_TYPES[c]}" for c in INSERT_COLUMNS)
+    record = ", ".join(f"{c} {RECORD_TYPES[c]}" for c in INSERT_COLUMNS)
     return f"""
 WITH b AS MATERIALIZED (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS b({record})),
 {TRACE_DELTAS},
