@@ -141,7 +141,7 @@ def resolve_settings(dsn: str | None = None, **options: Any) -> ExporterSettings
         if raw is not None:
             values[option] = _convert(name, raw, kind)
     if "schema" in values:
-        from ..schema.migrations import schema_name  # checked like the CLIs check it
+        from ..connection import schema_name  # checked like the CLIs check it
 
         values["schema"] = schema_name(values["schema"])
     settings = ExporterSettings(dsn=resolved_dsn, dsn_source=source, **values)

@@ -20,8 +20,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ..config.dsn import resolve_dsn, safe_message
+from ..connection import connect
 from ..errors import OtelPgError
-from ..schema.migrations import EXPECTED_COLUMNS, connect, migration_states
+from ..schema.migrations import EXPECTED_COLUMNS, migration_states
 from ..schema.tables import CONSTRAINTS, INDEXES, POLICIES
 from ..terminal import for_terminal
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ..schema.migrations import connect
+from ..connection import connect
 from ..terminal import for_terminal
 
 

@@ -29,9 +29,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config.dsn import resolve_dsn, safe_message
+from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
-from ..schema.migrations import local_search_path, schema_name, set_local
 
 #: Sort keys of ``list_traces``: name → SQL expression over ``traces t`` (NULLs sort as 0).
 SORTS: dict[str, str] = {

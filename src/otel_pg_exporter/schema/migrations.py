@@ -10,7 +10,6 @@ exists, and is recorded with ``method = 'adopted'``.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,18 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 
-from ..config.dsn import describe, resolve_dsn, safe_message
+from ..config.dsn import resolve_dsn
+from ..connection import connect, local_search_path, schema_name, set_local, translate_error
 from ..errors import (
     ChecksumMismatch,
-    ConfigurationError,
-    ConnectionFailed,
-    PermissionDenied,
     SchemaDrift,
     SchemaError,
 )
@@ -156,80 +152,6 @@ def auth_compat_sql() -> str:
     return sql_root().joinpath(AUTH_COMPAT_FILE).read_text(encoding="utf-8")
 
 
-#: Environment variable naming the schema that holds the tables (default: the server's search_path).
-SCHEMA_ENV = "OTEL_EXPORTER_POSTGRES_SCHEMA"
-#: PostgreSQL truncates longer identifiers silently, which would address another schema.
-MAX_IDENTIFIER_BYTES = 63
-
-
-def schema_name(value: str | None) -> str | None:
-    """A configured schema name, checked: the argument, else ``OTEL_EXPORTER_POSTGRES_SCHEMA``, else
-    None. Any name PostgreSQL can hold is accepted, because it is only ever used quoted
-    (``psycopg.sql.Identifier``); a name PostgreSQL would truncate or cannot store is refused."""
-    name = value if value is not None else (os.environ.get(SCHEMA_ENV) or None)
-    if name is None:
-        return None
-    if not name or "\x00" in name or len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
-        raise ConfigurationError(
-            f"schema: not a usable PostgreSQL identifier (empty, NUL, or over {MAX_IDENTIFIER_BYTES} bytes)"
-        )
-    return name
-
-
-def local_search_path(schema: str | None) -> str | None:
-    """``schema`` quoted as a ``search_path`` value, to be bound into ``set_local`` (per
-    transaction, so it holds behind transaction-mode poolers); None: the server's default."""
-    return sql.Identifier(schema).as_string(None) if schema else None
-
-
-def set_local(conn: psycopg.Connection | psycopg.Cursor[Any], settings: dict[str, str | None]) -> None:
-    """Set each (non-None) setting for the current transaction only, in one statement:
-    ``set_config(name, value, true)``, values bound as parameters."""
-    chosen = {k: v for k, v in settings.items() if v is not None}
-    if chosen:
-        conn.execute(
-            "SELECT set_config(n, v, true) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS s(n, v, i) "
-            "ORDER BY i",
-            (list(chosen), list(chosen.values())),
-        )
-
-
-def search_path_sql(schema: str) -> sql.Composed:
-    """``SET search_path TO "<schema>"``: the one place a configured name meets SQL, quoted."""
-    return sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
-
-
-@contextmanager
-def connect(
-    dsn: str | None = None, *, autocommit: bool = True, schema: str | None = None, create_schema: bool = False
-) -> Iterator[psycopg.Connection]:
-    """Open a connection, turning libpq failures into one password-free ``ConnectionFailed``.
-
-    ``schema`` (or ``OTEL_EXPORTER_POSTGRES_SCHEMA``) becomes the session's search_path, created
-    first with ``create_schema``."""
-    resolved, source = resolve_dsn(dsn)
-    name = schema_name(schema)
-    try:
-        # no prepared statements: the commands run few, and a transaction-mode pooler keeps none
-        conn = psycopg.connect(resolved, autocommit=autocommit, connect_timeout=10, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise ConnectionFailed(
-            f"cannot connect to PostgreSQL {describe(resolved)} (DSN from {source}): "
-            f"{safe_message(exc, resolved)}"
-        ) from None
-    try:
-        if name is not None:
-            try:
-                if create_schema:
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
-                conn.execute(search_path_sql(name))
-            except psycopg.Error as exc:
-                raise _translate(exc, f"using schema {name!r}", resolved) from None
-        yield conn
-    finally:
-        conn.close()
-
-
 def _recorded(conn: psycopg.Connection) -> dict[int, tuple[str, str, str, datetime]]:
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (BOOKKEEPING_TABLE,)).fetchone()
     if not exists or not exists[0]:
@@ -303,13 +225,6 @@ def verify_schema(conn: psycopg.Connection) -> None:
         raise SchemaDrift("existing tables differ from the seed schema; missing: " + ", ".join(missing))
 
 
-def _translate(exc: psycopg.Error, what: str, dsn: str) -> SchemaError:
-    message = safe_message(exc, dsn)
-    if isinstance(exc, pg_errors.InsufficientPrivilege):
-        return PermissionDenied(f"permission denied while {what}: {message}")
-    return SchemaError(f"{what} failed: {message}")
-
-
 def install_schema(
     dsn: str | None = None,
     *,
@@ -341,12 +256,12 @@ def install_schema(
                 try:
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
                 except psycopg.Error as exc:
-                    raise _translate(exc, f"using schema {name!r}", resolved) from None
+                    raise translate_error(exc, f"using schema {name!r}", resolved) from None
             _apply(step, migrations, rls, result)
             with step():
                 verify_schema(conn)
         except psycopg.Error as exc:
-            raise _translate(exc, "installing the schema", resolved) from None
+            raise translate_error(exc, "installing the schema", resolved) from None
     return result
 
 
@@ -430,7 +345,7 @@ def _apply(step: _Step, migrations: list[Migration], rls: bool, result: InstallR
                     ),
                 )
         except psycopg.Error as exc:
-            raise _translate(exc, f"applying {m.filename}", "") from None
+            raise translate_error(exc, f"applying {m.filename}", "") from None
         (result.adopted if present else result.applied).append(m.filename)
 
 
@@ -441,7 +356,7 @@ def schema_status(dsn: str | None = None, *, schema: str | None = None) -> list[
         try:
             return migration_states(conn)
         except psycopg.Error as exc:
-            raise _translate(exc, "reading the schema status", resolved) from None
+            raise translate_error(exc, "reading the schema status", resolved) from None
 
 
 def migration_states(conn: psycopg.Connection) -> list[MigrationState]:

@@ -15,10 +15,10 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ..connection import connect
 from ..pipeline.conventions import MODEL_CALL_TYPES
 from ..pipeline.pricing import Pricer, apply_cost
 from ..pipeline.sanitize import column_cost
-from ..schema.migrations import connect
 from .statements import RECOMPUTE_TOTALS
 
 _CHUNK_SQL = """

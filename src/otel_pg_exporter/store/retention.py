@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..schema.migrations import connect
+from ..connection import connect
 
 _CHUNK = "SELECT * FROM otel_retention_chunk(%s, %s, %s, %s, %s, %s)"
 _START_RUN = "INSERT INTO otel_retention_runs (default_days, grace) VALUES (%s, %s) RETURNING run_id"

@@ -22,13 +22,12 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..config.user_settings import resolve_vault_refs, vault_refs
-from ..connection import ConnectionSource, watchdog
+from ..connection import ConnectionSource, local_search_path, watchdog
 from ..failures import TransactionTimedOut, is_bad_row, is_refusal
 from ..pipeline.encoding import EncodedSpan, Limits, row_json
 from ..pipeline.log_fragments import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from ..pipeline.mapping import ns_to_datetime
 from ..pipeline.sanitize import clean_text, encode_json
-from ..schema.migrations import local_search_path
 from . import statements as sql
 from .batch import SpanBatch, chunks_by_trace, dumps, halves, placeholder_row, trace_document
 

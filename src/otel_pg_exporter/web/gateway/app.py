@@ -39,9 +39,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ...connection import local_search_path, set_local
 from ...delivery import Delivered, Outcome
 from ...failures import Failure, classify
-from ...schema.migrations import local_search_path, migration_states, set_local
+from ...schema.migrations import migration_states
 from ...sdk.engine import Engine
 from .otlp import JSON, PROTOBUF, BadRequest, Decoded, decode_logs, decode_traces, media_type, response_body
 
