@@ -14,7 +14,8 @@ import psycopg
 from ..config.dsn import describe, redact, resolve_dsn, safe_message
 from ..errors import OtelPgError
 from ..schema.migrations import install_schema, schema_status
-from ..web.serving import MAX_CONNECTIONS, is_loopback, serve
+from ..web.auth import is_loopback
+from ..web.serving import MAX_CONNECTIONS, serve
 
 EXIT_ERROR = 1
 

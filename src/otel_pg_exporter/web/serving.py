@@ -1,6 +1,6 @@
-"""What both local servers (``otel-pg-ui``, ``otel-pg-gateway``) share at the door: the ``Host``
-allow-list that stops DNS rebinding when no token is set, a connection that must send its request
-headers within a deadline, uvicorn's connection cap and idle timeout, and secrets read from files.
+"""How both local servers (``otel-pg-ui``, ``otel-pg-gateway``) are run: a connection that must send
+its request headers within a deadline, uvicorn's connection cap and idle timeout, the ``Host``
+allow-list of ``auth`` in front when no token is set, and secrets read from files.
 
 ``serve(app, host, port, ...)`` runs an ASGI app with all of it.
 """
@@ -8,7 +8,6 @@ headers within a deadline, uvicorn's connection cap and idle timeout, and secret
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import stat
@@ -16,6 +15,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .auth import HostAllowList, allowed_hosts
 
 logger = logging.getLogger("otel_pg_exporter")
 
@@ -25,75 +26,6 @@ HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 #: Open connections (and requests in progress) a server takes; more are answered 503.
 MAX_CONNECTIONS = 128
-#: ``Host`` names always accepted without a token (the bound address and ``--allow-host`` add more).
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def host_name(header: str) -> str:
-    """``example.com:8400`` → ``example.com``; ``[::1]:8400`` → ``[::1]``; lower case."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        end = header.find("]")
-        return header[: end + 1] if end > 0 else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
-    """The ``Host`` names a server without a token answers: loopback names, the address it is bound
-    to, and ``extra``."""
-    names = set(LOOPBACK_HOSTS)
-    bound = bound.strip().lower()
-    if bound not in ("0.0.0.0", "::", ""):
-        names.add(bound)
-        if ":" in bound and not bound.startswith("["):
-            names.add(f"[{bound}]")
-    names.update(host_name(h) for h in extra if h.strip())
-    return frozenset(names)
-
-
-class HostAllowList:
-    """ASGI middleware: a request whose ``Host`` is not in ``hosts`` gets 421 (a page the user
-    visits cannot reach the server by DNS rebinding). ``hosts=None`` lets everything through (a
-    token guards the server instead)."""
-
-    def __init__(self, app: Any, hosts: frozenset[str] | None) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.hosts is not None and scope["type"] in ("http", "websocket"):
-            host = ""
-            for key, value in scope.get("headers", ()):
-                if key == b"host":
-                    host = value.decode("latin-1")
-                    break
-            if host_name(host) not in self.hosts:
-                if scope["type"] == "http":
-                    body = b"misdirected request: this Host is not served here\n"
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 421,
-                            "headers": [
-                                (b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
 def _guarded_protocol() -> type:
     """uvicorn's h11 protocol with a deadline for request headers (uvicorn has none: a client that
     sends half a request line keeps its connection for as long as it likes)."""

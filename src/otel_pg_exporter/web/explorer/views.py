@@ -202,3 +202,25 @@ def money(value: Any) -> str:
     if value is None:
         return ""
     return f"${float(value):.6f}"
+
+
+def selected_span(selected: Any) -> dict[str, Any]:
+    """What the trace page shows of its selected span: the conversation both ways, the system
+    prompt, plain input/output values and the token rows (empty when nothing is selected)."""
+    if selected is None:
+        return {
+            "inputs": [],
+            "outputs": [],
+            "system": None,
+            "input_value": None,
+            "output_value": None,
+            "token_rows": [],
+        }
+    return {
+        "inputs": conversation(selected.inputs, "user"),
+        "outputs": conversation(selected.outputs, "assistant"),
+        "system": system_prompt(selected.inputs),
+        "input_value": plain_value(selected.inputs),
+        "output_value": plain_value(selected.outputs),
+        "token_rows": token_rows(selected.tokens),
+    }

@@ -21,7 +21,6 @@ is the exporter's.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 import time
@@ -44,6 +43,7 @@ from ...delivery import Delivered, Outcome
 from ...failures import Failure, classify
 from ...schema.migrations import migration_states
 from ...sdk.engine import Engine
+from ..auth import bearer_of, token_matches
 from .otlp import JSON, PROTOBUF, BadRequest, Decoded, decode_logs, decode_traces, media_type, response_body
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -178,10 +178,7 @@ class Gateway:
     def authorized(self, request: Request) -> bool:
         if self._bearer is None:
             return True
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        given = value.strip().encode() if scheme.lower() == "bearer" else b""
-        return hmac.compare_digest(given, self._bearer)
+        return token_matches(bearer_of(request.headers.get("authorization", "")), self._bearer)
 
     def spool_cannot_take(self, size: int) -> bool:
         """While the database is down a batch goes to the spool: refuse when it would not fit (the
