@@ -8,19 +8,15 @@ per trace, sorted by trace id (the lock order of the writer).
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from ..schema.tables import SEED_COLUMNS, SPAN_JSON_COLUMNS, SPAN_SCRUBBED_COLUMNS, VARCHAR_WIDTHS
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
-from .mapping import EPOCH, SpanRecord, TraceHints
+from .model import EncodedSpan, Limits, SpanRecord
 from .privacy import scrub_json_text
 from .sanitize import INT_MAX, clamp_int, clean_text, column_cost, encode_json
 
@@ -29,20 +25,8 @@ SCRUBBED = SPAN_SCRUBBED_COLUMNS
 #: VARCHAR widths of the seed schema (``schema.tables``).
 VARCHAR = VARCHAR_WIDTHS
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
-_TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What encoding enforces: size caps (``max_payload_chars`` per JSON column and long TEXT
-    column), the secret scrubber, and whether message content is stored at all."""
-
-    max_payload_chars: int = 262_144
-    scrub: Callable[[str], str] | None = None
-    capture_content: bool = True
-
-
-#: The ``api_limits_obj`` of most spans: one shared empty dict (read only).
 _NO_LIMITS: dict[str, Any] = {}
 
 OMITTED = {"_omitted": "content capture is off"}
@@ -73,49 +57,6 @@ ROW_COLUMNS: tuple[str, ...] = tuple(c for c in SEED_COLUMNS["spans"] if c != "c
 JSON_COLUMNS = SPAN_JSON_COLUMNS
 
 
-@dataclass(slots=True)
-class EncodedSpan:
-    """A ``spans`` row ready for the writer: ``row`` is one JSON object holding every column of
-    ``ROW_COLUMNS``, built in one pass; the other fields are what the writer needs to plan the batch
-    (locks, placeholders, the children folded into their parent)."""
-
-    span_id: uuid.UUID
-    trace_id: uuid.UUID
-    parent_span_id: uuid.UUID | None
-    span_type: str
-    name: str
-    started_at: datetime | None
-    retry_count: int
-    #: the row as a JSON object (``{"span_id": ..., ..., "metadata": {...}}``)
-    row: str
-    hints: TraceHints
-    parent_hex: str | None
-    api_limits_obj: dict[str, Any] = field(default_factory=dict)
-    #: True when ``encode_span`` had to change a value (see ``metadata.sanitized``)
-    sanitized: bool = False
-
-    def columns(self) -> dict[str, Any]:
-        """The row's column values (JSON columns as Python data). For the rare paths (degraded
-        rows, benchmarks); the writer sends ``row`` as it is."""
-        return orjson.loads(self.row)
-
-
-@dataclass(slots=True)
-class TraceDelta:
-    """What a batch knows about one trace; the writer merges it into the row by rank."""
-
-    trace_id: uuid.UUID
-    trace_hex: str
-    started_at: datetime
-    workflow: tuple[int, str, str]
-    user: tuple[int, str, str] | None
-    user_uuid: uuid.UUID | None
-    query: tuple[int, int, str, str] | None
-    execution_id: str | None
-    metadata: dict[str, Any]
-
-
-#: Text columns checked on the fast path: (column, widest value that needs no change).
 _TEXT_WIDTHS = (
     ("span_type", VARCHAR["span_type"]),
     ("name", VARCHAR["name"]),
@@ -322,75 +263,3 @@ def _encode_metadata(metadata: dict[str, Any], cap: int) -> str:
             if note is None or "truncated_from_chars" not in note:
                 break
     return text
-
-
-def _explicit_execution_id(value: str | None, own_hex: str) -> str | None:
-    """Explicit ids must never look like another trace's hex id (they share one UNIQUE column)."""
-    if not value:
-        return None
-    cleaned, _ = clean_text(value, VARCHAR["execution_id"])
-    if not cleaned or (_TRACE_HEX.match(cleaned) and cleaned != own_hex):
-        return None
-    return cleaned
-
-
-class Hinted(Protocol):
-    """Anything that tells a trace something: an encoded span, or a log fragment's hints."""
-
-    @property
-    def hints(self) -> TraceHints: ...
-    @property
-    def started_at(self) -> datetime | None: ...
-
-
-def trace_deltas(spans: Sequence[Hinted]) -> list[TraceDelta]:
-    """One delta per trace in the batch, sorted by trace id; lower-ranked candidates win."""
-    by_trace: dict[uuid.UUID, TraceDelta] = {}
-    for span in sorted(spans, key=lambda s: s.hints.start_ns):
-        h = span.hints
-        started = span.started_at or EPOCH
-        delta = by_trace.get(h.trace_id)
-        if delta is None:
-            delta = TraceDelta(
-                trace_id=h.trace_id,
-                trace_hex=h.trace_hex,
-                started_at=started,
-                workflow=h.workflow,
-                user=None,
-                user_uuid=None,
-                query=None,
-                execution_id=None,
-                metadata={"otel_trace_id": h.trace_hex},
-            )
-            by_trace[h.trace_id] = delta
-        delta.started_at = min(delta.started_at, started)
-        if h.workflow[0] < delta.workflow[0]:
-            delta.workflow = h.workflow
-        if h.user is not None and (delta.user is None or h.user[0] < delta.user[0]):
-            delta.user = h.user
-        if h.query is not None and (delta.query is None or h.query[:2] < delta.query[:2]):
-            delta.query = h.query
-        if delta.execution_id is None:
-            delta.execution_id = _explicit_execution_id(h.execution_id, h.trace_hex)
-            if h.execution_id:
-                delta.metadata["requested_execution_id"] = h.execution_id[:255]
-        for key, value in h.metadata.items():
-            if key == "resources":  # one per service: the first one seen of each
-                merged = delta.metadata.setdefault("resources", {})
-                for service, resource in value.items():
-                    merged.setdefault(service, resource)
-            elif key != "user":
-                delta.metadata.setdefault(key, value)
-    for delta in by_trace.values():
-        wf_rank, wf_value, wf_source = delta.workflow
-        delta.workflow = (wf_rank, clean_text(wf_value, VARCHAR["workflow_id"])[0] or "unknown", wf_source)
-        if delta.user is not None:
-            delta.user_uuid = _as_uuid(delta.user[1])
-    return [by_trace[k] for k in sorted(by_trace, key=lambda u: u.int)]
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip())
-    except (ValueError, AttributeError):
-        return None

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from ..pipeline.encoding import EncodedSpan, Hinted, Limits, TraceDelta, trace_deltas
+from ..pipeline.model import EncodedSpan, Limits, TraceDelta
 from ..pipeline.privacy import scrub_json_text
 from ..pipeline.sanitize import clean_text, encode_json
+from ..pipeline.trace_deltas import Hinted, trace_deltas
 
 
 def by_trace(items: Iterable[Any]) -> list[list[Any]]:
