@@ -19,14 +19,10 @@ a deadline and closes them; ``after_fork()`` gives a forked child its own.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-import os
 import threading
 import time
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +35,13 @@ from ..config.settings import ExporterSettings
 from ..failures import Failure, classify
 from ..pipeline.encoding import Limits
 from ..store import ContentPolicy, SetAside, SpanWriter, WriteReport
+from .replay import Replayer
 from .retry import ATTEMPT_MIN_S, StateLog, backoff
 from .spool import (
     QUARANTINE,
     SegmentCounts,
     Spool,
     SpoolItem,
-    decode_payload,
-    iter_records,
     spool_root,
     summarize,
 )
@@ -54,13 +49,6 @@ from .telemetry import Counter, DropReason, ExporterTelemetry
 
 logger = logging.getLogger("otel_pg_exporter")
 
-#: How often the replayer looks for spool segments left by other (crashed) processes.
-RESCAN_S = 30.0
-#: A record's place: its segment's file name and its offset in it.
-RecordKey = tuple[str, int]
-#: A spool record that failed this many times in a row while the database answered its probe is set
-#: aside (quarantined) instead of being tried again: it must not hold up the records behind it.
-REPLAY_ATTEMPTS_MAX = 3
 #: The spool holds data, the database answers, and nothing was replayed for this long: "not advancing".
 REPLAY_STALLED_S = 60.0
 
@@ -113,7 +101,7 @@ class Delivery:
         content_policy: ContentPolicy | None = None,
     ) -> None:
         s = self.settings = settings
-        self._telemetry = telemetry
+        self.telemetry = telemetry
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": s.application_name,
@@ -143,12 +131,8 @@ class Delivery:
         self._closed = threading.Event()  # close() done: nothing more is delivered
         self._deadline = float("inf")
         self._db_down = threading.Event()  # set while batches go straight to the spool
-        self._wake = threading.Event()
-        self._replayer: threading.Thread | None = None
-        self._replayer_lock = threading.Lock()
         self._fork_orphans: list[Any] = []
-        self._record_failures: dict[RecordKey, int] = {}
-        self._progress_at = time.monotonic()  # the replay last advanced, or the spool was empty
+        self._replayer = Replayer(self)
         self._quarantine_counts: SegmentCounts = {}  # for stats(): segments already counted
         self._quarantine_counts_lock = threading.Lock()
         self.spool: Spool | None = None
@@ -166,10 +150,10 @@ class Delivery:
                     root,
                     safe_message(exc),
                 )
-                self._telemetry.add(Counter.SPOOL_UNAVAILABLE, 1)
+                self.telemetry.add(Counter.SPOOL_UNAVAILABLE, 1)
                 self.spool = self.quarantine = None
             if self.spool is not None and self.spool.has_data():  # left by an earlier process: replay it
-                self._start_replayer()
+                self._replayer.start()
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -207,7 +191,7 @@ class Delivery:
         pool.open(wait=False)
         return pool
 
-    def _disable_prepared_statements(self, exc: BaseException) -> bool:
+    def disable_prepared_statements(self, exc: BaseException) -> bool:
         """A pooler refused a prepared statement: from now on prepare nothing (a new pool). False
         when they were off already (the error is something else)."""
         with self._pool_lock:
@@ -219,7 +203,7 @@ class Delivery:
             "prepared statements are off from now on (set prepared_statements=false to start that way)",
             type(exc).__name__,
         )
-        self._telemetry.add(Counter.PREPARED_STATEMENTS_DISABLED, 1)
+        self.telemetry.add(Counter.PREPARED_STATEMENTS_DISABLED, 1)
         self._reset_pool()
         return True
 
@@ -237,7 +221,7 @@ class Delivery:
     # -- delivering --------------------------------------------------------------------------------
 
     def record(self, report: WriteReport, replayed: bool = False) -> None:
-        t = self._telemetry
+        t = self.telemetry
         t.add(Counter.EXPORTED, report.written)
         if replayed:
             t.add(Counter.REPLAYED, report.written)
@@ -267,14 +251,14 @@ class Delivery:
                     return self._unreachable(
                         items, exc, "database not ready (schema or grants)", DropReason.DATABASE_NOT_READY
                     )
-                if failure is Failure.POOLER and self._disable_prepared_statements(exc):
+                if failure is Failure.POOLER and self.disable_prepared_statements(exc):
                     continue  # the same batch, at once, on connections that prepare nothing
                 if failure in (Failure.DOWN, Failure.RETRY):
                     delay = backoff(attempt)
                     if deadline - time.monotonic() <= delay or self._closed.is_set():
                         return self._unreachable(items, exc)
                     attempt += 1
-                    self._telemetry.add(Counter.RETRIED, 1)
+                    self.telemetry.add(Counter.RETRIED, 1)
                     self._closed.wait(delay)
                     continue
                 if failure is Failure.BUG:
@@ -284,10 +268,10 @@ class Delivery:
             if self.state.state != "ok" and not self._db_down.is_set():
                 self.state.set("ok")
             self.record(report)
-            refused, reason = self._set_aside(report.set_aside)
+            refused, reason = self.set_aside(report.set_aside)
             return Delivered(SpanExportResult.SUCCESS, Outcome.STORED, refused, reason)
 
-    def _set_aside(self, set_aside: list[SetAside]) -> tuple[int, str | None]:
+    def set_aside(self, set_aside: list[SetAside]) -> tuple[int, str | None]:
         """Batches the database refused even alone: into the quarantine (or dropped and counted
         without a spool). Logged once per call, with the first error. Returns (items, first error)."""
         if not set_aside:
@@ -300,15 +284,15 @@ class Delivery:
             try:
                 for aside in set_aside:
                     dropped = self.quarantine.append(aside.items, aside.error)
-                    self._telemetry.add(Counter.DROPPED, dropped, reason=DropReason.QUARANTINE_FULL)
+                    self.telemetry.add(Counter.DROPPED, dropped, reason=DropReason.QUARANTINE_FULL)
                     self.quarantine.seal()  # readable by otel-pg-spool at once
-                self._telemetry.add(Counter.QUARANTINED, count)
+                self.telemetry.add(Counter.QUARANTINED, count)
                 where = f"set aside in {self.quarantine.directory}"
             except OSError as exc:
-                self._telemetry.add(Counter.DROPPED, count, reason=DropReason.SPOOL_ERROR)
+                self.telemetry.add(Counter.DROPPED, count, reason=DropReason.SPOOL_ERROR)
                 where = f"lost: the quarantine is not writable ({safe_message(exc)})"
         else:
-            self._telemetry.add(Counter.DROPPED, count, reason=DropReason.REFUSED_BY_DATABASE)
+            self.telemetry.add(Counter.DROPPED, count, reason=DropReason.REFUSED_BY_DATABASE)
         logger.error(
             "otel-pg-exporter: the database refused %d items of %d traces even alone; %s: %s",
             count,
@@ -328,8 +312,8 @@ class Delivery:
         message = safe_message(exc, self.settings.dsn)
         if self.spool is None:
             self.state.set(f"{what}, spool off: batches are lost", message)
-            self._telemetry.add(Counter.FAILED_BATCHES, 1)
-            self._telemetry.add(Counter.DROPPED, len(items), reason=reason)
+            self.telemetry.add(Counter.FAILED_BATCHES, 1)
+            self.telemetry.add(Counter.DROPPED, len(items), reason=reason)
             return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         self.state.set(f"{what}, spooling to {self.spool.directory}", message)
         self._db_down.set()
@@ -341,29 +325,41 @@ class Delivery:
             dropped = self.spool.append(items)
         except OSError as exc:
             self.state.set("spool not writable: batches are lost", safe_message(exc))
-            self._telemetry.add(Counter.FAILED_BATCHES, 1)
-            self._telemetry.add(Counter.DROPPED, len(items), reason=DropReason.SPOOL_ERROR)
+            self.telemetry.add(Counter.FAILED_BATCHES, 1)
+            self.telemetry.add(Counter.DROPPED, len(items), reason=DropReason.SPOOL_ERROR)
             return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
-        self._telemetry.add(Counter.SPOOLED, len(items))
-        self._telemetry.add(Counter.DROPPED, dropped, reason=DropReason.SPOOL_FULL)
-        self._start_replayer()
-        self._wake.set()
+        self.telemetry.add(Counter.SPOOLED, len(items))
+        self.telemetry.add(Counter.DROPPED, dropped, reason=DropReason.SPOOL_FULL)
+        self._replayer.start()
+        self._replayer.wake()
         return Delivered(SpanExportResult.SUCCESS, Outcome.SPOOLED)
 
-    # -- replay ------------------------------------------------------------------------------------
+    # -- replay (``replay.Replayer``) ----------------------------------------------------------------
 
-    def _start_replayer(self) -> None:
-        with self._replayer_lock:
-            if self._replayer is None or not self._replayer.is_alive():
-                self._replayer = threading.Thread(
-                    target=self._replay_loop, name="otel-pg-exporter-replay", daemon=True
-                )
-                self._replayer.start()
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
 
-    def _stop_replaying(self) -> bool:
+    def mark_down(self, down: bool) -> None:
+        """The replayer's verdict: the database is down (batches go straight to the spool) or back."""
+        if down:
+            self._db_down.set()
+        else:
+            self._db_down.clear()
+
+    def wait_while_down(self, seconds: float) -> None:
+        """The replayer's pause between probes: cut short only by closing (new spool data does not),
+        and never past the close deadline once closing."""
+        if self._closing.is_set():
+            time.sleep(min(0.5, max(0.0, self._deadline - time.monotonic())))
+        else:
+            self._closing.wait(seconds)
+
+    def stop_replaying(self) -> bool:
+        """Closing, and past the close deadline: the replayer stops where it is."""
         return self._closing.is_set() and time.monotonic() >= self._deadline
 
-    def _probe(self) -> bool:
+    def probe(self) -> bool:
         """Is the database back? Asked with a direct connection, so the answer does not wait for the
         pool's reconnect backoff; if the database answers but the pool does not, renew the pool."""
         try:
@@ -378,175 +374,16 @@ class Delivery:
             self._reset_pool()
         return True
 
-    def _replay_loop(self) -> None:
-        assert self.spool is not None
-        attempt = 0  # probes that failed in a row
-        failed = 0  # replay passes that failed in a row while the database answered
-        while not self._stop_replaying():
-            if not self.spool.has_data():
-                self._db_down.clear()
-                self._progress_at = time.monotonic()
-                if self._closing.is_set():
-                    return
-                self._wake.wait(RESCAN_S)
-                self._wake.clear()
-                continue
-            if not self._probe():
-                # Still down. While closing keep trying until the deadline; what is left then
-                # stays on disk for the next process.
-                self._db_down.set()
-                if self._closing.is_set():
-                    time.sleep(min(0.5, max(0.0, self._deadline - time.monotonic())))
-                else:
-                    self._closing.wait(backoff(attempt + 1))  # new spool data does not cut this short
-                attempt += 1
-                continue
-            attempt = 0
-            # The database answers: new batches go to it again at once, whatever the spool holds
-            # (every write is idempotent and order-independent); the spool drains behind them.
-            self._db_down.clear()
-            self.spool.seal()  # our active segment becomes replayable
-            try:
-                outcome = self._replay_segments()
-            except Exception as exc:  # not a database answer (those are classified per record)
-                self.state.set("replay failed, spool kept", safe_message(exc, self.settings.dsn))
-                outcome = "failed"
-            if outcome == "failed":
-                failed += 1
-                if not self._closing.is_set():
-                    self._closing.wait(backoff(min(failed, 6)))
-                continue
-            failed = 0
-            if outcome == "done" and not self.spool.has_data():
-                self.state.set("ok")
-            elif outcome == "busy":  # the rest is held by live processes that replay it themselves
-                self._wake.wait(RESCAN_S)
-                self._wake.clear()
-
-    def _count_corrupt(self, spans: int) -> None:
-        self._telemetry.add(Counter.DROPPED, spans, reason=DropReason.SPOOL_CORRUPT)
-
-    def _drain(self, spool: Spool, write_record: Callable[[RecordKey, list[SpoolItem]], bool]) -> str:
-        """Every segment of ``spool`` we can claim, oldest first, record by record through
-        ``write_record`` (False: stop here, the segment stays); unreadable records are logged and
-        counted, a segment written to the end is removed. Returns "done", "failed" or "busy"."""
-        busy = False
-        for path in spool.segments():
-            if self._stop_replaying():
-                return "failed"
-            with spool.claim(path) as f:
-                if f is None:
-                    busy = True
-                    continue
-                for record in iter_records(f, path.name, skipped=self._count_corrupt):
-                    try:
-                        items = decode_payload(record.payload)
-                    except (ValueError, KeyError, TypeError, zlib.error) as exc:
-                        logger.warning(
-                            "otel-pg-exporter: spool %s: unreadable record skipped: %s", path.name, exc
-                        )
-                        self._count_corrupt(record.span_count)
-                        continue
-                    if not write_record((path.name, record.offset), items):
-                        return "failed"
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                self._record_failures = {k: v for k, v in self._record_failures.items() if k[0] != path.name}
-        return "busy" if busy else "done"
-
-    def _replay_segments(self) -> str:
-        """Replay the spool (``_drain`` through ``_replay_record``): "done", "failed" or "busy"."""
-        assert self.spool is not None
-        replayed = 0
-
-        def write(key: RecordKey, items: list[SpoolItem]) -> bool:
-            nonlocal replayed
-            written = self._replay_record(key, items)
-            replayed += written or 0
-            return written is not None
-
-        outcome = self._drain(self.spool, write)
-        if replayed and outcome != "failed":
-            logger.warning(
-                "otel-pg-exporter: replay done: %d spooled spans stored (pid %d)", replayed, os.getpid()
-            )
-        return outcome
-
-    def _last_try(self, items: list[SpoolItem], message: str) -> WriteReport:
-        """A record that keeps failing: written in halves, down to what fails alone (set aside),
-        within a few export timeouts."""
-        timeout_s = self.settings.timeout_s
-        try:
-            return self.writer.write(
-                items, timeout=timeout_s, deadline=time.monotonic() + 3 * timeout_s, split_timeouts=True
-            )
-        except Exception as exc:
-            return WriteReport(
-                set_aside=[SetAside(items, f"{message}; then {safe_message(exc, self.settings.dsn)}")]
-            )
-
-    def _replay_record(self, key: RecordKey, items: list[SpoolItem]) -> int | None:
-        """Write one spool record: spans stored (or set aside), or None when it must stay in the
-        spool (the database is down or not ready). A record that keeps failing while the database
-        answers, or that fails for a reason that will recur, is set aside: it never stops the line."""
-        timeout_s = self.settings.timeout_s
-        try:
-            report = self.writer.write(items, timeout=timeout_s, deadline=time.monotonic() + timeout_s)
-        except Exception as exc:
-            failure = classify(exc)
-            message = safe_message(exc, self.settings.dsn)
-            if failure is Failure.POOLER and self._disable_prepared_statements(exc):
-                return None  # the record stays: replayed again on connections that prepare nothing
-            if failure is Failure.NOT_READY:
-                self.state.set("database not ready (schema or grants), spool kept", message)
-                return None
-            if failure in (Failure.DOWN, Failure.RETRY):
-                failures = self._record_failures[key] = self._record_failures.get(key, 0) + 1
-                if failures < REPLAY_ATTEMPTS_MAX or not self._probe():
-                    return None
-                # It keeps failing while the database answers (a transaction our watchdog cuts
-                # every time, say): one last try that splits it like a refusal, then set aside.
-                report = self._last_try(
-                    items, f"failed {failures} times while the database answered: {message}"
-                )
-            else:
-                report = WriteReport(set_aside=[SetAside(items, message)])
-        self._record_failures.pop(key, None)
-        self._progress_at = time.monotonic()
-        self.record(report, replayed=True)
-        self._set_aside(report.set_aside)
-        return report.written
-
-    # -- the quarantine -----------------------------------------------------------------------------
-
     def replay_quarantine(self) -> QuarantineReplay:
-        """Write what the quarantine holds, once (``otel-pg-spool replay``, after the cause is
-        fixed). Records refused again go back to the quarantine (new segments, with the new error);
-        when the database is down or not ready the rest stays where it is."""
-        out = QuarantineReplay()
-        quarantine = self.quarantine
-        if quarantine is None:
-            return out
-        quarantine.seal()
-        timeout_s = self.settings.timeout_s
+        """Write what the quarantine holds, once (``otel-pg-spool replay``): ``Replayer.quarantine``."""
+        return self._replayer.quarantine()
 
-        def write(key: RecordKey, items: list[SpoolItem]) -> bool:
-            try:
-                report = self.writer.write(items, timeout=timeout_s, deadline=time.monotonic() + timeout_s)
-            except Exception as exc:
-                if classify(exc) in (Failure.DOWN, Failure.RETRY, Failure.NOT_READY, Failure.POOLER):
-                    out.error = safe_message(exc, self.settings.dsn)
-                    return False
-                report = WriteReport(set_aside=[SetAside(items, safe_message(exc, self.settings.dsn))])
-            self.record(report, replayed=True)
-            out.stored += report.written
-            out.refused += self._set_aside(report.set_aside)[0]
-            return True
-
-        self._drain(quarantine, write)  # segments another process holds stay for its next run
-        if out.error:
-            out.left = summarize(quarantine.directory).spans
-        return out
+    def replay_stalled_s(self) -> float:
+        """Seconds the spool has held data without the replay advancing while the database
+        answered (0 when the spool is empty or the database is down: waiting is expected then)."""
+        if self.spool is None or self._db_down.is_set() or not self.spool.has_data():
+            return 0.0
+        return max(0.0, time.monotonic() - self._replayer.progress_at)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -555,10 +392,8 @@ class Delivery:
         (``time.monotonic()``) by which ``finish_close`` gives up."""
         self._deadline = time.monotonic() + timeout_s
         self._closing.set()
-        self._wake.set()
-        replayer = self._replayer
-        if replayer is not None:
-            replayer.join(timeout=max(0.0, self._deadline - time.monotonic()) + 1.0)
+        self._replayer.wake()
+        self._replayer.join(timeout=max(0.0, self._deadline - time.monotonic()) + 1.0)
         self._closed.set()
         return self._deadline
 
@@ -576,22 +411,13 @@ class Delivery:
         never closed (closing a connection from here would end the parent's session)."""
         self._fork_orphans.append(self._pool)
         self._pool_lock = threading.Lock()
-        self._replayer_lock = threading.Lock()
         self._quarantine_counts_lock = threading.Lock()
-        self._replayer = None
-        self._wake = threading.Event()
+        self._replayer.after_fork()
         if self.spool is not None:
             self.spool.after_fork()
         if self.quarantine is not None:
             self.quarantine.after_fork()
         self._pool = self._new_pool()
-
-    def replay_stalled_s(self) -> float:
-        """Seconds the spool has held data without the replay advancing while the database
-        answered (0 when the spool is empty or the database is down: waiting is expected then)."""
-        if self.spool is None or self._db_down.is_set() or not self.spool.has_data():
-            return 0.0
-        return max(0.0, time.monotonic() - self._progress_at)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state.state}
