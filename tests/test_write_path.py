@@ -17,7 +17,8 @@ from opentelemetry.trace import Status, StatusCode
 from psycopg.rows import dict_row
 
 from otel_pg_exporter import PostgresSpanExporter, install_schema, trace_uuid
-from otel_pg_exporter.delivery.spool import HEADER, MAGIC, SUFFIX, _span_to_json, destination_key
+from otel_pg_exporter.delivery.spool import SUFFIX, destination_key
+from otel_pg_exporter.delivery.spool_codec import HEADER, MAGIC, _span_to_json
 from otel_pg_exporter.schema.tables import SEED_COLUMNS
 from support import Capture, chat_attributes, messages
 
