@@ -1,0 +1,1 @@
+"""One module per group of benchmark phases; ``bench.registry.PHASES`` lists them."""
