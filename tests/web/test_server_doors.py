@@ -252,14 +252,14 @@ def test_secrets_come_from_files_and_argv_ones_are_warned_about(db_dsn: str, tmp
     # a token on the command line still works, with a warning
     import argparse
 
-    from otel_pg_exporter.commands import cli
+    from otel_pg_exporter.commands import arguments
 
     parser = argparse.ArgumentParser(prog="otel-pg-gateway")
-    cli._add_server(parser, port=4318, token_env="OTEL_PG_GATEWAY_TOKEN", token_help="")
-    args = cli._parse(parser, ["--token", "argv-t0ken"])
+    arguments.add_server(parser, port=4318, token_env="OTEL_PG_GATEWAY_TOKEN", token_help="")
+    args = arguments.parse(parser, ["--token", "argv-t0ken"])
     err = capsys.readouterr().err
     assert args.token == "argv-t0ken" and "visible to every local user" in err and "argv-t0ken" not in err
-    assert cli._parse(parser, ["--token-file", str(token_file)]).token == "file-t0ken"
+    assert arguments.parse(parser, ["--token-file", str(token_file)]).token == "file-t0ken"
     assert capsys.readouterr().err == ""
 
 

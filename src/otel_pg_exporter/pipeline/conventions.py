@@ -6,6 +6,9 @@ convention means adding names here, not a branch in ``mapping``.
 
 Tags in comments: OTel = OpenTelemetry GenAI semconv, OI = OpenInference, TL = OpenLLMetry/Traceloop,
 OL = OpenLIT, LF = Langfuse, PAI/LFire = Pydantic AI / Logfire, AZ = Azure SDK.
+
+Over 500 lines on purpose: it is one table (no logic), and keeping every convention's names side by
+side is what makes the precedence between them reviewable.
 """
 
 from __future__ import annotations

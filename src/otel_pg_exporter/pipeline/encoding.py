@@ -226,9 +226,11 @@ def _checked_row(
 
 def row_json(values: dict[str, Any]) -> str:
     """A row object from column values, JSON columns given as JSON text (embedded as they are)."""
-    return "{" + ",".join(
-        f'"{c}":{values[c] if c in JSON_COLUMNS else json_scalar(values[c])}' for c in ROW_COLUMNS
-    ) + "}"
+    return (
+        "{"
+        + ",".join(f'"{c}":{values[c] if c in JSON_COLUMNS else json_scalar(values[c])}' for c in ROW_COLUMNS)
+        + "}"
+    )
 
 
 def json_scalar(value: Any) -> str:

@@ -114,75 +114,81 @@ def _list_value(raw: Any) -> list[Any]:
     return parsed if isinstance(parsed, list) else [parsed]
 
 
+def _items_of(record: Any, event: str) -> list[tuple[str, Any]]:
+    """What one log record contributes, as ``(side, value)``: messages (input, output, system), an
+    evaluation, an exception. Empty: not ours."""
+    attrs = record.attributes or {}
+    items: list[tuple[str, Any]] = []
+    if event in cv.LOG_MESSAGE_EVENTS:
+        side, role = cv.LOG_MESSAGE_EVENTS[event]
+        items.append((side, _message(record.body, role)))
+    elif event in cv.LOG_LIST_EVENTS:
+        body = _plain(record.body) if isinstance(record.body, Mapping) else {}
+        done: set[str] = set()
+        for side, attr in cv.LOG_LIST_EVENTS[event]:
+            raw = attrs.get(attr, body.get(attr))
+            if raw is None or side in done:  # first attribute of a side wins (legacy aliases)
+                continue
+            done.add(side)
+            items.extend((side, v) for v in ([_plain(raw)] if side == "system" else _list_value(raw)))
+    elif event == cv.EVALUATION_EVENT:
+        result = {out: _plain(attrs[src]) for src, out in cv.EVALUATION_EVENT_FIELDS.items() if src in attrs}
+        items.append(("evaluation", {**result, "source": LOG_SOURCE}))
+    if any(a in attrs for a in cv.LOG_EXCEPTION_ATTRS):
+        exception = {
+            "type": attrs.get("exception.type"),
+            "message": attrs.get("exception.message"),
+            "stacktrace": attrs.get("exception.stacktrace"),
+        }
+        items.append(("exception", exception))
+    return items
+
+
+def _new_fragment(readable: Any, tid: int, sid: int, ts: int) -> LogFragment:
+    resource = getattr(readable, "resource", None)
+    service = (resource.attributes.get("service.name") if resource is not None else None) or ""
+    return LogFragment(
+        span_id=span_uuid(tid, sid),
+        trace_id=trace_uuid(tid),
+        trace_hex=trace_hex(tid),
+        span_hex=span_hex(sid),
+        service=str(service) or "unknown_service",
+        first_ns=ts,
+    )
+
+
+def _skip_reason(record: Any) -> str | None:
+    """Why a record cannot belong to a stored span (None: it can)."""
+    if not (record.trace_id or 0) or not (record.span_id or 0):
+        return "no_span_context"
+    flags = record.trace_flags
+    if flags is not None and not int(flags) & 0x01:
+        return "span_not_sampled"  # its span is never exported: a placeholder would stay forever
+    return None
+
+
 def map_log_records(batch: Iterable[Any]) -> LogBatch:
     """Group ``ReadableLogRecord``s (or SDK ``LogData``) by span. Records without a sampled span
     context, and records that carry neither GenAI content, an evaluation nor an exception, are
     ignored and counted (application logs may share the pipeline)."""
     fragments: dict[uuid.UUID, LogFragment] = {}
     ignored: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        ignored[reason] = ignored.get(reason, 0) + 1
-
     for readable in batch:
         record = getattr(readable, "log_record", readable)
-        tid, sid = record.trace_id or 0, record.span_id or 0
-        if not tid or not sid:
-            skip("no_span_context")
-            continue
-        flags = record.trace_flags
-        if flags is not None and not int(flags) & 0x01:
-            skip("span_not_sampled")  # its span is never exported: a placeholder would stay forever
-            continue
         event = event_name_of(record) or ""
-        attrs = record.attributes or {}
-        ts = record.timestamp or record.observed_timestamp or 0
-        items: list[tuple[str, Any]] = []
-        if event in cv.LOG_MESSAGE_EVENTS:
-            side, role = cv.LOG_MESSAGE_EVENTS[event]
-            items.append((side, _message(record.body, role)))
-        elif event in cv.LOG_LIST_EVENTS:
-            body = _plain(record.body) if isinstance(record.body, Mapping) else {}
-            done: set[str] = set()
-            for side, attr in cv.LOG_LIST_EVENTS[event]:
-                raw = attrs.get(attr, body.get(attr))
-                if raw is None or side in done:  # first attribute of a side wins (legacy aliases)
-                    continue
-                done.add(side)
-                items.extend((side, v) for v in ([_plain(raw)] if side == "system" else _list_value(raw)))
-        elif event == cv.EVALUATION_EVENT:
-            result = {
-                out: _plain(attrs[src]) for src, out in cv.EVALUATION_EVENT_FIELDS.items() if src in attrs
-            }
-            items.append(("evaluation", {**result, "source": LOG_SOURCE}))
-        if any(a in attrs for a in cv.LOG_EXCEPTION_ATTRS):
-            items.append(
-                (
-                    "exception",
-                    {
-                        "type": attrs.get("exception.type"),
-                        "message": attrs.get("exception.message"),
-                        "stacktrace": attrs.get("exception.stacktrace"),
-                    },
-                )
-            )
-        if not items:
-            skip("not_genai")
+        reason = _skip_reason(record)
+        items = _items_of(record, event) if reason is None else []
+        if reason is None and not items:
+            reason = "not_genai"
+        if reason is not None:
+            ignored[reason] = ignored.get(reason, 0) + 1
             continue
+        tid, sid = record.trace_id, record.span_id
+        ts = record.timestamp or record.observed_timestamp or 0
         span = span_uuid(tid, sid)
         frag = fragments.get(span)
         if frag is None:
-            resource = getattr(readable, "resource", None)
-            service = (resource.attributes.get("service.name") if resource is not None else None) or ""
-            frag = LogFragment(
-                span_id=span,
-                trace_id=trace_uuid(tid),
-                trace_hex=trace_hex(tid),
-                span_hex=span_hex(sid),
-                service=str(service) or "unknown_service",
-                first_ns=ts,
-            )
-            fragments[span] = frag
+            frag = fragments[span] = _new_fragment(readable, tid, sid, ts)
         frag.first_ns = min(frag.first_ns, ts) if ts else frag.first_ns
         target = {
             "input": frag.inputs,

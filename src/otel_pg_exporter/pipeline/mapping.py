@@ -122,6 +122,55 @@ def _usage(
     return tokens, cost
 
 
+def _span_metadata(
+    span: ReadableSpan,
+    attrs: Attrs,
+    events: Sequence[Any],
+    resource: Any,
+    *,
+    otel: dict[str, Any],
+    consumed: set[str],
+    **notes: Any,
+) -> dict[str, Any]:
+    """``spans.metadata``: the OTel identity, what no column holds (attributes, events, links, the
+    resource's service) and the mapping's notes; empty entries left out."""
+    metadata: dict[str, Any] = {"otel": otel}
+    optional = {
+        "attributes": _remaining_attributes(attrs, consumed),
+        "events": events_metadata(events),
+        "links": _links_metadata(links) if (links := _sequence_of(span, "_links", "links")) else None,
+        **notes,
+    }
+    if resource.attributes:  # kept even when it names no service: the span had a resource
+        optional["resource"] = resource.on_span
+    metadata.update((k, v) for k, v in optional.items() if v or k == "resource")
+    return metadata
+
+
+def _ids(span: ReadableSpan) -> dict[str, Any]:
+    """The row's ``span_id``, ``trace_id`` and ``parent_span_id`` (UUIDs derived from the OTel ids)."""
+    ctx, parent = span.context, span.parent
+    return {
+        "span_id": span_uuid(ctx.trace_id, ctx.span_id),
+        "trace_id": trace_uuid(ctx.trace_id),
+        "parent_span_id": span_uuid(ctx.trace_id, parent.span_id) if parent is not None else None,
+    }
+
+
+def _retry_count(attrs: Attrs, plan: Any) -> int:
+    retry, _ = first_number(attrs, plan.only(cv.RETRY_COUNT_ATTRS))
+    return int(retry) if retry is not None and math.isfinite(retry) else 0
+
+
+def _held_as_is(source: str, attrs: Attrs, provider_source: str | None, provider: str | None) -> bool:
+    """A column holds this attribute's value as it was (so ``metadata.attributes`` need not repeat
+    it): a scalar model or cost, not a JSON breakdown (Langfuse cost details); a provider only when
+    no alias rewrote it."""
+    if source == cv.LANGFUSE_COST_ATTR:
+        return False
+    return source != provider_source or attrs.get(source) == provider
+
+
 def map_span(span: ReadableSpan) -> SpanRecord:
     """Map one finished span. Raises only on a span without a context (not a real SDK span)."""
     ctx = span.context
@@ -144,37 +193,27 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     model, model_source = model_of(attrs, plan)
     provider, provider_source = provider_of(attrs, span_type, plan)
     request_model, request_model_source = first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
-    retry, _ = first_number(attrs, plan.only(cv.RETRY_COUNT_ATTRS))
     start_ns, end_ns = span.start_time, span.end_time
     duration_ns = (end_ns - start_ns) if (start_ns is not None and end_ns is not None) else 0
-
-    # a scalar read into a column as it was; a JSON breakdown (Langfuse cost details) stays
-    scalar_cost = cost_source if cost_source != cv.LANGFUSE_COST_ATTR else None
-    in_columns.update(
-        s for s in (model_source, request_model_source, scalar_cost) if s is not None and s in attrs
+    for source in (model_source, request_model_source, cost_source, provider_source):
+        if source is not None and source in attrs and _held_as_is(source, attrs, provider_source, provider):
+            in_columns.add(source)
+    metadata = _span_metadata(
+        span,
+        attrs,
+        events,
+        resource,
+        otel=_otel_metadata(span, status, duration_ns),
+        consumed=used_in | used_out | used_eval | in_columns,
+        provider_source=provider_source,
+        request_model=request_model if request_model != model else None,
+        token_notes=token_notes,
     )
-    if provider_source is not None and attrs.get(provider_source) == provider:
-        in_columns.add(provider_source)
-    metadata: dict[str, Any] = {"otel": _otel_metadata(span, status, duration_ns)}
-    remaining = _remaining_attributes(attrs, used_in | used_out | used_eval | in_columns)
-    optional = {
-        "attributes": remaining,
-        "events": events_metadata(events),
-        "links": _links_metadata(links) if (links := _sequence_of(span, "_links", "links")) else None,
-        "provider_source": provider_source,
-        "request_model": request_model if request_model != model else None,
-        "token_notes": token_notes,
-    }
-    if resource.attributes:  # kept even when it names no service: the span had a resource
-        optional["resource"] = resource.on_span
-    metadata.update((k, v) for k, v in optional.items() if v or k == "resource")
     metadata.update(cost_notes)
     tokens, cost_value = _usage(span_type, tokens, cost_value, cost_source, metadata)
 
     return SpanRecord(
-        span_id=span_uuid(ctx.trace_id, ctx.span_id),
-        trace_id=trace_uuid(ctx.trace_id),
-        parent_span_id=span_uuid(ctx.trace_id, parent.span_id) if parent is not None else None,
+        **_ids(span),
         span_type=span_type,
         name=span.name or "(unnamed)",
         status=status,
@@ -191,7 +230,7 @@ def map_span(span: ReadableSpan) -> SpanRecord:
         error_type=error_type,
         error_stack=error_stack,
         api_limits=api_limits_of(attrs, error_type, plan),
-        retry_count=int(retry) if retry is not None and math.isfinite(retry) else 0,
+        retry_count=_retry_count(attrs, plan),
         timeout=timeout_of(attrs, plan),
         evaluation=evaluation,
         metadata=metadata,

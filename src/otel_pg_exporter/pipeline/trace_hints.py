@@ -16,56 +16,49 @@ from .messages import jsonable, last_user_text, parse_json_lenient, value_text
 from .model import Attrs, TraceHints
 
 
-def trace_hints_of(
-    span: ReadableSpan,
-    attrs: Attrs,
-    resource: ResourceView,
-    is_root: bool,
-    span_type: str,
-    inputs: dict[str, Any],
-    plan: KeyPlan | None = None,
-) -> TraceHints:
-    plan = plan or key_plan(attrs)
-    ctx = span.context
-    service = resource.service
+def _workflow_of(
+    span: ReadableSpan, attrs: Attrs, resource: ResourceView, is_root: bool, plan: KeyPlan
+) -> tuple[int, str, str]:
+    """(rank, workflow, source): a workflow attribute, else the root span's name, else the service."""
     n = len(cv.WORKFLOW_ATTRS)
-    workflow: tuple[int, str, str] = (n + 1, service, "service.name")
     for name, root_only in plan.only(cv.WORKFLOW_ATTRS):
         value = attrs.get(name)
         if isinstance(value, str) and value.strip() and (is_root or not root_only):
-            workflow = (cv.WORKFLOW_ATTRS.index((name, root_only)), value, name)
-            break
-    else:
-        if is_root:
-            workflow = (n, span.name, "root span name")
-    user_value, user_source = first_str(attrs, plan.only(cv.USER_ATTRS))
-    user = None
-    if user_value is not None and user_source is not None:
-        user = (cv.USER_ATTRS.index(user_source), user_value, user_source)
+            return (cv.WORKFLOW_ATTRS.index((name, root_only)), value, name)
+    if is_root:
+        return (n, span.name, "root span name")
+    return (n + 1, resource.service, "service.name")
 
-    query = None
-    start_ns = span.start_time or 0
+
+def _query_of(
+    attrs: Attrs, is_root: bool, span_type: str, inputs: dict[str, Any], start_ns: int
+) -> tuple[int, int, str, str] | None:
+    """(rank, start, text, source) of the trace's query: Langfuse's trace input, else a root's
+    input, else the last user message of a model call."""
     if "langfuse.trace.input" in attrs:
         parsed, _ = parse_json_lenient(attrs["langfuse.trace.input"])
         text = value_text(parsed)
         if text:
-            query = (0, start_ns, text, "langfuse.trace.input")
+            return (0, start_ns, text, "langfuse.trace.input")
     # only a root's input, or a model call's messages, can name the trace's query
-    if query is None and inputs and (is_root or (span_type in cv.MODEL_CALL_TYPES and "messages" in inputs)):
-        source = str(inputs.get("source", ""))
-        text = (
-            last_user_text(inputs.get("messages"))
-            if "messages" in inputs
-            else value_text(inputs.get("value"))
+    if not inputs or not (is_root or (span_type in cv.MODEL_CALL_TYPES and "messages" in inputs)):
+        return None
+    source = str(inputs.get("source", ""))
+    text = last_user_text(inputs.get("messages")) if "messages" in inputs else value_text(inputs.get("value"))
+    if not text:
+        return None
+    if is_root:
+        return (
+            {"input.value": 1, "traceloop.entity.input": 2}.get(source, 3),
+            start_ns,
+            text,
+            f"root {source}",
         )
-        if text:
-            if is_root:
-                rank = {"input.value": 1, "traceloop.entity.input": 2}.get(source, 3)
-                query = (rank, start_ns, text, f"root {source}")
-            else:
-                query = (4, start_ns, text, f"first llm {source}")
+    return (4, start_ns, text, f"first llm {source}")
 
-    execution_id, _ = first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))
+
+def _trace_metadata(attrs: Attrs, plan: KeyPlan, user: tuple[int, str, str] | None) -> dict[str, Any]:
+    """What the span names for ``traces.metadata``: session, environment, release, tags, user."""
     meta: dict[str, Any] = {}
     for key, names in plan.trace_metadata:
         value = first_str(attrs, names)[0]
@@ -78,6 +71,27 @@ def trace_hints_of(
             break
     if user is not None:
         meta["user"] = user[1]
+    return meta
+
+
+def trace_hints_of(
+    span: ReadableSpan,
+    attrs: Attrs,
+    resource: ResourceView,
+    is_root: bool,
+    span_type: str,
+    inputs: dict[str, Any],
+    plan: KeyPlan | None = None,
+) -> TraceHints:
+    """What this span says about its trace row, each field ranked (lower wins when merged)."""
+    plan = plan or key_plan(attrs)
+    ctx = span.context
+    user_value, user_source = first_str(attrs, plan.only(cv.USER_ATTRS))
+    user = None
+    if user_value is not None and user_source is not None:
+        user = (cv.USER_ATTRS.index(user_source), user_value, user_source)
+    start_ns = span.start_time or 0
+    meta = _trace_metadata(attrs, plan, user)
     # most spans add nothing to what their resource says: share its (read-only) dict
     meta = {**resource.hints, **meta} if meta else resource.hints
     return TraceHints(
@@ -85,10 +99,10 @@ def trace_hints_of(
         trace_hex=trace_hex(ctx.trace_id),
         is_root=is_root,
         start_ns=start_ns,
-        workflow=workflow,
+        workflow=_workflow_of(span, attrs, resource, is_root, plan),
         user=user,
-        query=query,
-        execution_id=execution_id,
+        query=_query_of(attrs, is_root, span_type, inputs, start_ns),
+        execution_id=first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))[0],
         metadata=meta or NO_HINTS,
     )
 

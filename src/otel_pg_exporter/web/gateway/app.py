@@ -122,6 +122,17 @@ class ByteBudget:
             self.held -= n
 
 
+class Refusal(Exception):
+    """A request answered without being stored: its status, the reason, and whether the sender
+    should retry later (429/503 with ``Retry-After``)."""
+
+    def __init__(self, status: int, reason: str, *, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry = retry
+
+
 class Gateway:
     """The receiver's state: the exporters, the limits, the token, the counters."""
 
@@ -275,59 +286,18 @@ class Gateway:
         return decoded, self._export(kind, decoded)
 
     async def receive(self, request: Request, kind: str) -> Response:
+        """One OTLP/HTTP export request: checked, read within the limits, decoded and exported on
+        the gateway's workers, answered (200 only when every item is stored, spooled or set aside)."""
         started = time.perf_counter()
         self.count("requests")
         content_type = request.headers.get("content-type", "")
         answer_as = JSON if media_type(content_type) == JSON else PROTOBUF
-        if not self.authorized(request):
-            return self._refuse(401, "missing or wrong bearer token", answer_as, kind)
-        if media_type(content_type) not in (PROTOBUF, JSON):
-            reason = f"unsupported content type {media_type(content_type)!r}"
-            return self._refuse(415, reason, answer_as, kind)
-        length = request.headers.get("content-length")
-        if length is not None and not length.strip().isdigit():
-            return self._refuse(400, "bad Content-Length", answer_as, kind)
-        declared = int(length) if length is not None else None
-        if declared is not None and declared > self.max_body_bytes:
-            return self._refuse(
-                413, f"body of {declared} bytes is over {self.max_body_bytes}", answer_as, kind
-            )
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        # limits first: a slot and the body's bytes are taken before a byte of it is read
-        if not self._slots.acquire(blocking=False):
-            return self._retry_later(429, "too many batches in flight", answer_as, kind)
-        held = 0
         try:
-            if declared is not None:
-                if not self._budget.take(declared):
-                    return self._retry_later(429, "too many bytes in flight", answer_as, kind)
-                held = declared
-            try:
-                body, taken = await asyncio.wait_for(self.read_body(request, declared), self.body_timeout_s)
-                held += taken
-            except OverBudget as exc:
-                held += exc.args[0]
-                return self._retry_later(429, "too many bytes in flight", answer_as, kind)
-            except asyncio.TimeoutError:
-                return self._refuse(
-                    408, f"body not received within {self.body_timeout_s:g} s", answer_as, kind
-                )
-            except TooLarge as exc:
-                return self._refuse(413, str(exc), answer_as, kind)
-            if self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
-                return self._retry_later(503, "database down and the spool is full", answer_as, kind)
-            loop = asyncio.get_running_loop()
-            try:
-                decoded, delivered = await loop.run_in_executor(
-                    self._workers, self._handle, kind, body, encoding, content_type
-                )
-            except TooLarge as exc:
-                return self._refuse(413, str(exc), answer_as, kind)
-            except BadRequest as exc:
-                return self._refuse(400, str(exc), answer_as, kind)
-        finally:
-            self._budget.give(held)
-            self._slots.release()
+            declared = self._checked_headers(request, content_type)
+            decoded, delivered = await self._read_and_export(request, kind, declared, content_type)
+        except Refusal as refusal:
+            answer = self._retry_later if refusal.retry else self._refuse
+            return answer(refusal.status, refusal.reason, answer_as, kind)
         unit = "spans" if kind == "traces" else "log_records"
         self.count(f"{unit}_rejected", decoded.rejected + delivered.refused)
         if not delivered.durable:
@@ -340,6 +310,55 @@ class Gateway:
         reason = f"refused by the database: {delivered.reason}" if delivered.refused else None
         body_out = response_body(kind, decoded, answer_as, delivered.refused, reason)
         return Response(body_out, media_type=answer_as)
+
+    def _checked_headers(self, request: Request, content_type: str) -> int | None:
+        """The token, the media type and the declared length, before anything is read; returns the
+        declared length (None: chunked)."""
+        if not self.authorized(request):
+            raise Refusal(401, "missing or wrong bearer token")
+        if media_type(content_type) not in (PROTOBUF, JSON):
+            raise Refusal(415, f"unsupported content type {media_type(content_type)!r}")
+        length = request.headers.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            raise Refusal(400, "bad Content-Length")
+        declared = int(length) if length is not None else None
+        if declared is not None and declared > self.max_body_bytes:
+            raise Refusal(413, f"body of {declared} bytes is over {self.max_body_bytes}")
+        return declared
+
+    async def _read_and_export(
+        self, request: Request, kind: str, declared: int | None, content_type: str
+    ) -> tuple[Decoded, Delivered]:
+        """Limits first: a slot and the body's bytes are taken before a byte of it is read, and
+        given back when the batch is stored (or refused)."""
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if not self._slots.acquire(blocking=False):
+            raise Refusal(429, "too many batches in flight", retry=True)
+        held = 0
+        try:
+            if declared is not None:
+                if not self._budget.take(declared):
+                    raise Refusal(429, "too many bytes in flight", retry=True)
+                held = declared
+            try:
+                body, taken = await asyncio.wait_for(self.read_body(request, declared), self.body_timeout_s)
+                held += taken
+            except OverBudget as exc:
+                held += exc.args[0]
+                raise Refusal(429, "too many bytes in flight", retry=True) from None
+            except asyncio.TimeoutError:
+                raise Refusal(408, f"body not received within {self.body_timeout_s:g} s") from None
+            if self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
+                raise Refusal(503, "database down and the spool is full", retry=True)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._workers, self._handle, kind, body, encoding, content_type)
+        except TooLarge as exc:
+            raise Refusal(413, str(exc)) from None
+        except BadRequest as exc:
+            raise Refusal(400, str(exc)) from None
+        finally:
+            self._budget.give(held)
+            self._slots.release()
 
     def _export(self, kind: str, decoded: Decoded) -> Delivered:
         if not decoded.items:
