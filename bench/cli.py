@@ -1,7 +1,7 @@
 """Benchmark suite: ``python -m bench [--smoke] [--json FILE] [--only PHASES] [--skip PHASES]``.
 
 Needs a PostgreSQL where it may create a throwaway database: ``OTEL_PG_BENCH_DSN``, else
-``OTEL_EXPORTER_POSTGRES_DSN``, else ``OTEL_PG_TEST_DSN``. Runs the phases of ``registry.phases()``
+``OTEL_EXPORTER_POSTGRES_DSN``, else ``OTEL_PG_TEST_DSN``. Runs the phases of ``phases.PHASES``
 in order, prints a table (each figure with its target's verdict) and writes JSON after every phase.
 ``--smoke`` runs tiny sizes that only prove the script works (CI uses it; nothing is timed there).
 """
@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .registry import SIZES, Run, phases
+from .phases import PHASES
+from .registry import SIZES, Run
 from .support import machine, server_dsn, throwaway_database
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    names = ",".join(p.name for p in phases())
+    names = ",".join(p.name for p in PHASES)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes: proves the script runs, times nothing"
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     skip = set(filter(None, args.skip.split(",")))
     only = set(filter(None, args.only.split(","))) | ({"retention"} if args.retention else set())
-    chosen = [p for p in phases() if p.name not in skip and (not only or p.name in only)]
+    chosen = [p for p in PHASES if p.name not in skip and (not only or p.name in only)]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": machine(),
@@ -66,7 +67,7 @@ def report(r: dict[str, Any]) -> None:
         f"machine: {m['cores']} cores, {m['memory_gib']} GiB, PostgreSQL {m['postgresql']}, "
         f"Python {m['python']}; mode {r['mode']}; payload {r['payload']} B; conventions {','.join(r['conventions'])}"
     )
-    rows = [row for phase in phases() for row in phase.render(r)]
+    rows = [row for phase in PHASES for row in phase.render(r)]
     width = max((len(a) for a, _, _ in rows), default=0)
     print()
     for a, b, c in rows:

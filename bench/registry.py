@@ -1,9 +1,9 @@
-"""The benchmark's one table: every phase (what it runs, what it prints), the targets each figure is
-judged against, and the sizes of a full run and of a smoke run. Adding a phase is a row here."""
+"""The benchmark's figures of merit in one place: the targets each figure is judged against and the
+verdict, the sizes of a full run and of a smoke run, and what a phase is given (``Run``) and prints
+(``Row``). The phases themselves are listed in ``bench.phases.PHASES``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,36 +72,3 @@ class Run:
     size: dict[str, Any]
     payload: int
     conventions: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Phase:
-    """``run`` returns results by key (most phases one key, named like the phase); ``render`` turns
-    the whole results dict into printed rows (empty when its keys are absent)."""
-
-    name: str
-    run: Callable[[Run], dict[str, Any]]
-    render: Callable[[dict[str, Any]], list[Row]]
-
-
-def phases() -> tuple[Phase, ...]:
-    """Every phase, in the order a full run takes them (imported here: the phases import this module)."""
-    from .phases import e2e, gateway, growth, logs, memory, read_side, retention, spooling, writer
-
-    def only(*renderers: Callable[[dict[str, Any]], list[Row]]) -> Callable[[dict[str, Any]], list[Row]]:
-        return lambda r: [row for render in renderers for row in render(r)]
-
-    return (
-        Phase("e2e", e2e.run, e2e.render_e2e),
-        Phase("gateway", gateway.run_gateway, gateway.render_gateway),
-        Phase("burst", gateway.run_burst, gateway.render_burst),
-        Phase("spooling", spooling.run, spooling.render_spooling),
-        Phase("writer", writer.run, only(writer.render_writer, writer.render_scrub)),
-        Phase("memory", memory.run, memory.render_memory),
-        Phase("profile", writer.run_profile, lambda r: []),  # printed under the table
-        Phase("growth", growth.run, growth.render_growth),
-        Phase("doctor", read_side.run_doctor, read_side.render_doctor),
-        Phase("explorer", read_side.run_explorer, read_side.render_explorer),
-        Phase("logs", logs.run, logs.render_logs),
-        Phase("retention", retention.run, retention.render_retention),
-    )

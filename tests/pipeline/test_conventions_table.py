@@ -7,6 +7,7 @@ its own case), then the precedence between names of different conventions on one
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,26 +27,18 @@ from tests.helpers.support import Capture, messages
 def mapped(
     attributes: dict[str, Any], *, root: bool = False, name: str = "span", **options: Any
 ) -> SpanRecord:
-    """The record of one span made by a real ``TracerProvider`` (a child of a root unless ``root``)."""
+    """The record of one span made by a real ``TracerProvider`` (a child of a root unless ``root``),
+    with ``events`` ((name, attributes) pairs), a ``status`` and ``resource`` attributes if given."""
     capture = Capture(**options.pop("resource", {}))
-    tracer = capture.tracer
     status = options.pop("status", None)
-    events = options.pop("events", ())
-    if root:
-        with tracer.start_as_current_span(name, attributes=attributes) as span:
-            for event_name, event_attrs in events:
-                span.add_event(event_name, event_attrs)
-            if status is not None:
-                span.set_status(status)
-    else:
-        with (
-            tracer.start_as_current_span("root"),
-            tracer.start_as_current_span(name, attributes=attributes) as span,
-        ):
-            for event_name, event_attrs in events:
-                span.add_event(event_name, event_attrs)
-            if status is not None:
-                span.set_status(status)
+    with contextlib.ExitStack() as stack:
+        if not root:
+            stack.enter_context(capture.tracer.start_as_current_span("root"))
+        span = stack.enter_context(capture.tracer.start_as_current_span(name, attributes=attributes))
+        for event_name, event_attrs in options.pop("events", ()):
+            span.add_event(event_name, event_attrs)
+        if status is not None:
+            span.set_status(status)
     finished = {s.name: s for s in capture.take()}
     return map_span(finished[name])
 

@@ -35,7 +35,7 @@ from ..config.settings import ExporterSettings
 from ..failures import Failure, classify
 from ..pipeline.encoding import Limits
 from ..store import ContentPolicy, SetAside, SpanWriter, WriteReport
-from .replay import Replayer
+from .replay import QuarantineReplay, Replayer
 from .retry import ATTEMPT_MIN_S, StateLog, backoff
 from .spool import (
     QUARANTINE,
@@ -51,17 +51,6 @@ logger = logging.getLogger("otel_pg_exporter")
 
 #: The spool holds data, the database answers, and nothing was replayed for this long: "not advancing".
 REPLAY_STALLED_S = 60.0
-
-
-@dataclass
-class QuarantineReplay:
-    """What ``replay_quarantine`` did: spans stored, refused again (back in the quarantine), left
-    in place (the database went away: ``error``)."""
-
-    stored: int = 0
-    refused: int = 0
-    left: int = 0
-    error: str | None = None
 
 
 class Outcome(str, enum.Enum):

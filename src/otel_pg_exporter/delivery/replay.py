@@ -18,7 +18,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from ..config.dsn import safe_message
 from ..failures import Failure, classify
@@ -28,7 +29,10 @@ from .spool import Spool, SpoolItem, decode_payload, iter_records, summarize
 from .telemetry import Counter, DropReason
 
 if TYPE_CHECKING:
-    from .delivery import Delivery, QuarantineReplay
+    from ..config.settings import ExporterSettings
+    from ..store import SpanWriter
+    from .retry import StateLog
+    from .telemetry import ExporterTelemetry
 
 logger = logging.getLogger("otel_pg_exporter")
 
@@ -39,6 +43,39 @@ RecordKey = tuple[str, int]
 #: A spool record that failed this many times in a row while the database answered its probe is set
 #: aside (quarantined) instead of being tried again: it must not hold up the records behind it.
 REPLAY_ATTEMPTS_MAX = 3
+
+
+@dataclass
+class QuarantineReplay:
+    """What ``Replayer.quarantine`` did: spans stored, refused again (back in the quarantine), left
+    in place (the database went away: ``error``)."""
+
+    stored: int = 0
+    refused: int = 0
+    left: int = 0
+    error: str | None = None
+
+
+class ReplayTarget(Protocol):
+    """What the replayer needs of its ``Delivery``: the writer, the spools, the state, and the few
+    decisions that stay the delivery's (is it down, may prepared statements stay on, set aside)."""
+
+    settings: ExporterSettings
+    writer: SpanWriter
+    state: StateLog
+    telemetry: ExporterTelemetry
+    spool: Spool | None
+    quarantine: Spool | None
+
+    @property
+    def closing(self) -> bool: ...
+    def stop_replaying(self) -> bool: ...
+    def probe(self) -> bool: ...
+    def mark_down(self, down: bool) -> None: ...
+    def wait_while_down(self, seconds: float) -> None: ...
+    def disable_prepared_statements(self, exc: BaseException) -> bool: ...
+    def record(self, report: WriteReport, replayed: bool = False) -> None: ...
+    def set_aside(self, set_aside: list[SetAside]) -> tuple[int, str | None]: ...
 
 
 class Drained(enum.Enum):
@@ -52,7 +89,7 @@ class Drained(enum.Enum):
 class Replayer:
     """Drains ``delivery``'s spool on a thread of its own (started when there is something to do)."""
 
-    def __init__(self, delivery: Delivery) -> None:
+    def __init__(self, delivery: ReplayTarget) -> None:
         self.delivery = delivery
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -228,8 +265,6 @@ class Replayer:
         """Write what the quarantine holds, once (``otel-pg-spool replay``, after the cause is
         fixed). Records refused again go back to the quarantine (new segments, with the new error);
         when the database is down or not ready the rest stays where it is."""
-        from .delivery import QuarantineReplay
-
         d = self.delivery
         out = QuarantineReplay()
         quarantine = d.quarantine

@@ -32,6 +32,7 @@ from ..config.dsn import resolve_dsn, safe_message
 from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
+from . import read_statements as statements
 from .trace_tree import SpanNode, TraceDetail, build_tree, nest, span_node, start_key, tree_order
 
 #: Sort keys of ``list_traces``: name → SQL expression over ``traces t`` (NULLs sort as 0).
@@ -44,46 +45,6 @@ SORTS: dict[str, str] = {
 STATUSES = ("running", "completed", "failed", "cancelled")
 PREVIEW_CHARS = 200
 MAX_LIMIT = 500
-
-_TRACE_COLUMNS = """t.trace_id, t.execution_id, t.workflow_id, t.user_id, t.status, t.started_at,
-    t.completed_at, t.total_duration_ms, t.total_tokens, t.total_cost, t.error,
-    left(t.query, %(preview)s) AS query_preview, t.metadata ->> 'session_id' AS session_id,
-    left(t.metadata ->> 'user', 200) AS user_raw"""
-
-#: Per page, for the visible traces only: their models and span counts (one query, not per row).
-_PAGE_EXTRAS = """
-SELECT s.trace_id,
-       array_remove(array_agg(DISTINCT s.model ORDER BY s.model), NULL) AS models,
-       count(*) AS span_count,
-       count(*) FILTER (WHERE s.status IN ('failed', 'cancelled')) AS failed_spans
-FROM spans s WHERE s.trace_id = ANY(%(ids)s) GROUP BY s.trace_id"""
-
-_TRACE = "SELECT t.*, t.metadata ->> 'session_id' AS session_id FROM traces t WHERE t.trace_id = %(id)s"
-_SPANS_OF_TRACE = "SELECT * FROM spans WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
-_SPAN = "SELECT * FROM spans WHERE span_id = %(id)s"
-_SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
-_SPANS_BY_ID = "SELECT * FROM spans WHERE span_id = ANY(%(ids)s)"
-
-_SESSIONS = """
-SELECT t.metadata ->> 'session_id' AS session_id, count(*) AS traces,
-       min(t.started_at) AS first_started_at, max(t.started_at) AS last_started_at,
-       sum(coalesce(t.total_cost, 0)) AS total_cost,
-       sum(coalesce((t.total_tokens ->> 'total')::bigint, 0)) AS total_tokens,
-       array_remove(array_agg(DISTINCT t.user_id), NULL) AS users,
-       count(*) FILTER (WHERE t.status = 'failed') AS failed
-FROM traces t
-WHERE t.metadata ? 'session_id' AND t.started_at >= %(since)s AND t.started_at < %(until)s
-GROUP BY 1 ORDER BY max(t.started_at) DESC LIMIT %(limit)s"""
-
-_SESSION_TRACES = f"""
-SELECT {_TRACE_COLUMNS}, t.query
-FROM traces t WHERE t.metadata @> %(session)s ORDER BY t.started_at, t.trace_id LIMIT %(limit)s"""
-
-#: What a trace answered: the output of its root span (for conversation replays).
-_ROOT_OUTPUTS = """
-SELECT trace_id, outputs FROM spans
-WHERE trace_id = ANY(%(ids)s) AND parent_span_id IS NULL AND status <> 'pending'"""
-
 
 @dataclass(frozen=True)
 class TraceSummary:
@@ -352,7 +313,7 @@ class TraceStore:
             params["cv"], params["cid"] = value, tid
         order = "DESC" if direction == "older" else "ASC"
         statement = (
-            f"SELECT {_TRACE_COLUMNS}, {expr} AS sort_value FROM traces t"
+            f"SELECT {statements.TRACE_COLUMNS}, {expr} AS sort_value FROM traces t"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY {expr} {order}, t.trace_id {order} LIMIT %(limit)s"
         )
@@ -365,7 +326,7 @@ class TraceStore:
                 rows.reverse()
             extras: dict[Any, dict[str, Any]] = {}
             if rows:
-                cur.execute(_PAGE_EXTRAS, {"ids": [r["trace_id"] for r in rows]})
+                cur.execute(statements.PAGE_EXTRAS, {"ids": [r["trace_id"] for r in rows]})
                 extras = {r["trace_id"]: r for r in cur.fetchall()}
         traces = [self._summary(r, extras.get(r["trace_id"])) for r in rows]
         older = newer = None
@@ -412,27 +373,27 @@ class TraceStore:
         tid = _as_uuid(trace_id, "trace_id")
         offset = max(0, offset)
         with self._read() as cur:
-            cur.execute(_TRACE, {"id": tid})
+            cur.execute(statements.TRACE, {"id": tid})
             trace = cur.fetchone()
             if trace is None:
                 return None
             if limit is None:
-                cur.execute(_SPANS_OF_TRACE, {"id": tid})
+                cur.execute(statements.SPANS_OF_TRACE, {"id": tid})
                 rows = cur.fetchall()
                 return TraceDetail(trace=trace, roots=build_tree(rows), total_spans=len(rows))
-            cur.execute(_SPAN_LINKS_OF_TRACE, {"id": tid})
+            cur.execute(statements.SPAN_LINKS_OF_TRACE, {"id": tid})
             links = {
                 r["span_id"]: (r["parent_span_id"], start_key(r["span_id"], r["started_at"])) for r in cur
             }
             order = tree_order(links)
             window = order[offset : offset + max(0, limit)]
-            cur.execute(_SPANS_BY_ID, {"ids": [span_id for span_id, _, _ in window]})
+            cur.execute(statements.SPANS_BY_ID, {"ids": [span_id for span_id, _, _ in window]})
             nodes = {r["span_id"]: span_node(r) for r in cur}
         return TraceDetail(trace=trace, roots=nest(nodes, window), total_spans=len(order), offset=offset)
 
     def get_span(self, span_id: uuid.UUID | str) -> SpanNode | None:
         with self._read() as cur:
-            cur.execute(_SPAN, {"id": _as_uuid(span_id, "span_id")})
+            cur.execute(statements.SPAN, {"id": _as_uuid(span_id, "span_id")})
             row = cur.fetchone()
         return span_node(row) if row else None
 
@@ -445,7 +406,7 @@ class TraceStore:
         recent first, within a time window."""
         params = {"since": since, "until": until or datetime.max, "limit": max(1, min(int(limit), MAX_LIMIT))}
         with self._read() as cur:
-            cur.execute(_SESSIONS, params)
+            cur.execute(statements.SESSIONS, params)
             rows = cur.fetchall()
         return [
             SessionSummary(
@@ -469,11 +430,11 @@ class TraceStore:
             "limit": max(1, min(int(limit), MAX_LIMIT)),
         }
         with self._read() as cur:
-            cur.execute(_SESSION_TRACES, params)
+            cur.execute(statements.SESSION_TRACES, params)
             rows = cur.fetchall()
             answers: dict[Any, Any] = {}
             if rows:
-                cur.execute(_ROOT_OUTPUTS, {"ids": [r["trace_id"] for r in rows]})
+                cur.execute(statements.ROOT_OUTPUTS, {"ids": [r["trace_id"] for r in rows]})
                 answers = {r["trace_id"]: r["outputs"] for r in cur.fetchall()}
         return [SessionTurn(self._summary(r, None), r["query"], answers.get(r["trace_id"])) for r in rows]
 

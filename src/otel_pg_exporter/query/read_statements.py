@@ -1,0 +1,42 @@
+"""The read side's statements, as data (``TraceStore`` runs them in read-only transactions)."""
+
+from __future__ import annotations
+
+TRACE_COLUMNS = """t.trace_id, t.execution_id, t.workflow_id, t.user_id, t.status, t.started_at,
+    t.completed_at, t.total_duration_ms, t.total_tokens, t.total_cost, t.error,
+    left(t.query, %(preview)s) AS query_preview, t.metadata ->> 'session_id' AS session_id,
+    left(t.metadata ->> 'user', 200) AS user_raw"""
+
+#: Per page, for the visible traces only: their models and span counts (one query, not per row).
+PAGE_EXTRAS = """
+SELECT s.trace_id,
+       array_remove(array_agg(DISTINCT s.model ORDER BY s.model), NULL) AS models,
+       count(*) AS span_count,
+       count(*) FILTER (WHERE s.status IN ('failed', 'cancelled')) AS failed_spans
+FROM spans s WHERE s.trace_id = ANY(%(ids)s) GROUP BY s.trace_id"""
+
+TRACE = "SELECT t.*, t.metadata ->> 'session_id' AS session_id FROM traces t WHERE t.trace_id = %(id)s"
+SPANS_OF_TRACE = "SELECT * FROM spans WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
+SPAN = "SELECT * FROM spans WHERE span_id = %(id)s"
+SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
+SPANS_BY_ID = "SELECT * FROM spans WHERE span_id = ANY(%(ids)s)"
+
+SESSIONS = """
+SELECT t.metadata ->> 'session_id' AS session_id, count(*) AS traces,
+       min(t.started_at) AS first_started_at, max(t.started_at) AS last_started_at,
+       sum(coalesce(t.total_cost, 0)) AS total_cost,
+       sum(coalesce((t.total_tokens ->> 'total')::bigint, 0)) AS total_tokens,
+       array_remove(array_agg(DISTINCT t.user_id), NULL) AS users,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed
+FROM traces t
+WHERE t.metadata ? 'session_id' AND t.started_at >= %(since)s AND t.started_at < %(until)s
+GROUP BY 1 ORDER BY max(t.started_at) DESC LIMIT %(limit)s"""
+
+SESSION_TRACES = f"""
+SELECT {TRACE_COLUMNS}, t.query
+FROM traces t WHERE t.metadata @> %(session)s ORDER BY t.started_at, t.trace_id LIMIT %(limit)s"""
+
+#: What a trace answered: the output of its root span (for conversation replays).
+ROOT_OUTPUTS = """
+SELECT trace_id, outputs FROM spans
+WHERE trace_id = ANY(%(ids)s) AND parent_span_id IS NULL AND status <> 'pending'"""
