@@ -13,6 +13,7 @@ from .errors import (
     SchemaError,
 )
 from .pipeline.ids import span_uuid, trace_uuid
+from .pipeline.model import SpanRecord
 from .query.trace_store import TraceStore, TraceStoreError
 from .schema.migrations import InstallResult, MigrationState, install_schema, schema_status
 from .sdk.live import LiveSpanProcessor
@@ -33,6 +34,7 @@ __all__ = [
     "PostgresSpanExporter",
     "SchemaDrift",
     "SchemaError",
+    "SpanRecord",
     "TraceStore",
     "TraceStoreError",
     "__version__",
