@@ -67,9 +67,10 @@ def _sequence_of(span: ReadableSpan, private: str, public: str) -> Sequence[Any]
     return items if isinstance(items, (list, tuple)) else getattr(span, public)
 
 
-def _otel_metadata(span: ReadableSpan, status: str, duration_ns: int) -> dict[str, Any]:
+def _otel_metadata(
+    span: ReadableSpan, ctx: Any, parent: Any, status: str, duration_ns: int
+) -> dict[str, Any]:
     """``metadata.otel``: the span's OTel identity, kind, status and scope."""
-    ctx, parent = span.context, span.parent
     otel: dict[str, Any] = {
         "trace_id": trace_hex(ctx.trace_id),
         "span_id": span_hex(ctx.span_id),
@@ -98,11 +99,6 @@ def _links_metadata(links: Sequence[Any]) -> list[dict[str, Any]]:
         }
         for link in links
     ]
-
-
-def _remaining_attributes(attrs: Attrs, consumed: set[str]) -> dict[str, Any]:
-    """The attributes no column holds as they were (kept in ``metadata.attributes``)."""
-    return {k: (jsonable(v) if type(v) is tuple else v) for k, v in attrs.items() if k not in consumed}
 
 
 def _usage(
@@ -135,21 +131,25 @@ def _span_metadata(
     """``spans.metadata``: the OTel identity, what no column holds (attributes, events, links, the
     resource's service) and the mapping's notes; empty entries left out."""
     metadata: dict[str, Any] = {"otel": otel}
-    optional = {
-        "attributes": _remaining_attributes(attrs, consumed),
-        "events": events_metadata(events),
-        "links": _links_metadata(links) if (links := _sequence_of(span, "_links", "links")) else None,
-        **notes,
-    }
+    remaining = {k: (jsonable(v) if type(v) is tuple else v) for k, v in attrs.items() if k not in consumed}
+    if remaining:  # the attributes no column holds as they were
+        metadata["attributes"] = remaining
     if resource.attributes:  # kept even when it names no service: the span had a resource
-        optional["resource"] = resource.on_span
-    metadata.update((k, v) for k, v in optional.items() if v or k == "resource")
+        metadata["resource"] = resource.on_span
+    event_list = events_metadata(events)
+    if event_list:
+        metadata["events"] = event_list
+    links = _sequence_of(span, "_links", "links")
+    if links:
+        metadata["links"] = _links_metadata(links)
+    for key, value in notes.items():
+        if value:
+            metadata[key] = value
     return metadata
 
 
-def _ids(span: ReadableSpan) -> dict[str, Any]:
+def _ids(ctx: Any, parent: Any) -> dict[str, Any]:
     """The row's ``span_id``, ``trace_id`` and ``parent_span_id`` (UUIDs derived from the OTel ids)."""
-    ctx, parent = span.context, span.parent
     return {
         "span_id": span_uuid(ctx.trace_id, ctx.span_id),
         "trace_id": trace_uuid(ctx.trace_id),
@@ -162,13 +162,16 @@ def _retry_count(attrs: Attrs, plan: Any) -> int:
     return int(retry) if retry is not None and math.isfinite(retry) else 0
 
 
-def _held_as_is(source: str, attrs: Attrs, provider_source: str | None, provider: str | None) -> bool:
-    """A column holds this attribute's value as it was (so ``metadata.attributes`` need not repeat
-    it): a scalar model or cost, not a JSON breakdown (Langfuse cost details); a provider only when
-    no alias rewrote it."""
-    if source == cv.LANGFUSE_COST_ATTR:
-        return False
-    return source != provider_source or attrs.get(source) == provider
+def _held_as_is(
+    attrs: Attrs, sources: tuple[str | None, ...], provider_source: str | None, provider: str | None
+) -> list[str]:
+    """The attributes a column holds as they were (so ``metadata.attributes`` need not repeat
+    them): a scalar model or cost, not a JSON breakdown (Langfuse cost details); the provider only
+    when no alias rewrote it."""
+    held = [s for s in sources if s is not None and s != cv.LANGFUSE_COST_ATTR and s in attrs]
+    if provider_source is not None and attrs.get(provider_source) == provider:
+        held.append(provider_source)
+    return held
 
 
 def map_span(span: ReadableSpan) -> SpanRecord:
@@ -195,25 +198,26 @@ def map_span(span: ReadableSpan) -> SpanRecord:
     request_model, request_model_source = first_str(attrs, plan.only(cv.REQUEST_MODEL_ATTRS))
     start_ns, end_ns = span.start_time, span.end_time
     duration_ns = (end_ns - start_ns) if (start_ns is not None and end_ns is not None) else 0
-    for source in (model_source, request_model_source, cost_source, provider_source):
-        if source is not None and source in attrs and _held_as_is(source, attrs, provider_source, provider):
-            in_columns.add(source)
+    in_columns.update(
+        _held_as_is(attrs, (model_source, request_model_source, cost_source), provider_source, provider)
+    )
     metadata = _span_metadata(
         span,
         attrs,
         events,
         resource,
-        otel=_otel_metadata(span, status, duration_ns),
+        otel=_otel_metadata(span, ctx, parent, status, duration_ns),
         consumed=used_in | used_out | used_eval | in_columns,
         provider_source=provider_source,
         request_model=request_model if request_model != model else None,
         token_notes=token_notes,
     )
     metadata.update(cost_notes)
-    tokens, cost_value = _usage(span_type, tokens, cost_value, cost_source, metadata)
+    if cost_source or span_type in cv.ROLLUP_TYPES:  # most spans: nothing to move or note
+        tokens, cost_value = _usage(span_type, tokens, cost_value, cost_source, metadata)
 
     return SpanRecord(
-        **_ids(span),
+        **_ids(ctx, parent),
         span_type=span_type,
         name=span.name or "(unnamed)",
         status=status,

@@ -91,7 +91,9 @@ def trace_hints_of(
     if user_value is not None and user_source is not None:
         user = (cv.USER_ATTRS.index(user_source), user_value, user_source)
     start_ns = span.start_time or 0
-    meta = _trace_metadata(attrs, plan, user)
+    meta = (
+        _trace_metadata(attrs, plan, user) if plan.trace_metadata or user or plan.only(cv.TAG_ATTRS) else {}
+    )
     # most spans add nothing to what their resource says: share its (read-only) dict
     meta = {**resource.hints, **meta} if meta else resource.hints
     return TraceHints(
@@ -101,7 +103,9 @@ def trace_hints_of(
         start_ns=start_ns,
         workflow=_workflow_of(span, attrs, resource, is_root, plan),
         user=user,
-        query=_query_of(attrs, is_root, span_type, inputs, start_ns),
+        query=_query_of(attrs, is_root, span_type, inputs, start_ns)
+        if inputs or "langfuse.trace.input" in attrs
+        else None,
         execution_id=first_str(attrs, plan.only(cv.EXECUTION_ID_ATTRS))[0],
         metadata=meta or NO_HINTS,
     )
