@@ -328,3 +328,36 @@ def test_encoded_rows_fit_the_seed_widths() -> None:
 def test_a_cost_is_exact_to_the_cent() -> None:
     record = mapped({"gen_ai.operation.name": "chat", "gen_ai.usage.cost": 0.1 + 0.2})
     assert Decimal(encode_span(record, Limits()).columns()["cost"]) == Decimal("0.300000")
+
+
+class RateLimitError(Exception):
+    """Stands for ``openai.RateLimitError``: same module and name as the real one."""
+
+
+RateLimitError.__module__ = "openai"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"error.type": "openai.RateLimitError"}, "openai.RateLimitError"),  # OTel, module + qualname
+        ({"error.type": "<class 'openai.RateLimitError'>"}, "openai.RateLimitError"),  # openai-v2
+        ({"error.type": "timeout"}, "timeout"),  # not a class: kept as sent
+        ({}, "openai.RateLimitError"),  # the SDK's record_exception: qualname, qualified from the traceback
+    ],
+    ids=["otel", "class-repr", "not-a-class", "record-exception"],
+)
+def test_one_spelling_per_error_type(attributes: dict[str, Any], expected: str) -> None:
+    capture = Capture()
+    with capture.tracer.start_as_current_span("root"), capture.tracer.start_as_current_span("call") as span:
+        for key, value in attributes.items():
+            span.set_attribute(key, value)
+        try:
+            raise RateLimitError("Error code: 429")
+        except RateLimitError as exc:
+            span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR))
+    record = map_span(next(s for s in capture.take() if s.name == "call"))
+    assert record.error_type == expected
+    if attributes:  # the raw value stays in the span's attributes
+        assert record.metadata["attributes"]["error.type"] == attributes["error.type"]

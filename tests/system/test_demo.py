@@ -71,6 +71,15 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
         assert priced and all(p["status"] == "computed" and p["cost"] > 0 for p in priced)
         # the response model where there was a response; the request model on the refused call
         assert models == {("completed", "gpt-4o-mini-2024-07-18"), ("failed", "gpt-4o-mini")}
+        # one spelling per error on the run, the agent and the model call (three senders, three raw forms)
+        spellings = conn.execute(
+            "SELECT span_type, error_type FROM spans WHERE error_type IS NOT NULL ORDER BY span_type"
+        ).fetchall()
+        assert [(r["span_type"], r["error_type"]) for r in spellings] == [
+            ("agent", "openai.RateLimitError"),
+            ("llm", "openai.RateLimitError"),
+            ("workflow", "openai.RateLimitError"),
+        ]
     assert "sk-demo" not in proc.stdout + proc.stderr
     unpriced = proc.stdout.split("unpriced models")[1].split("calls without token usage")[0]
     assert "gpt-4o-mini" not in unpriced  # the demo's own figures are honest

@@ -130,7 +130,8 @@ def run_agent(runs: int) -> list[str]:
                         _agent(tracer, client, question)
                     except openai.APIError as exc:
                         root.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc.message}"))
-                        root.set_attribute("error.type", type(exc).__name__)
+                        # OTel's error.type: the fully qualified class name (one spelling per error)
+                        root.set_attribute("error.type", f"{type(exc).__module__}.{type(exc).__qualname__}")
                 time.sleep(0.01)
     finally:
         provider.force_flush()

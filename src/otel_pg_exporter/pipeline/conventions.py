@@ -440,6 +440,11 @@ ERROR_MESSAGE_ATTRS: tuple[str, ...] = (
     "langfuse.observation.status_message",
     "gen_ai.framework.error.message",
 )
+#: spans.error_type, normalized to the qualified class name by ``derive.error_type_name``. Spellings seen:
+#: OTel ``error.type`` = ``openai.RateLimitError`` (module + qualname, as the demo's agent sets it);
+#: openai-v2 instrumentation ``error.type`` = ``<class 'openai.RateLimitError'>``; the SDK's
+#: ``record_exception`` event ``exception.type`` = ``RateLimitError`` (qualname only; the traceback's
+#: last line names the module); non-class values (``timeout``, ``429``) are kept as sent.
 ERROR_TYPE_ATTRS: tuple[str, ...] = (
     "error.type",
     "gen_ai.framework.error.type",

@@ -4,6 +4,7 @@ reading the precedence lists of ``conventions`` through a ``KeyPlan``. Pure."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,12 +70,37 @@ def status_and_errors(
         or last_exc.get("exception.message")
         or first_str(attrs, cv.ERROR_MESSAGE_ATTRS[1:])[0]
     )
+    stack = last_exc.get("exception.stacktrace")
     return (
         status,
         str(message) if message else None,
-        str(error_type or exc_type) if (error_type or exc_type) else None,
-        last_exc.get("exception.stacktrace"),
+        error_type_name(error_type or exc_type, stack) if (error_type or exc_type) else None,
+        stack,
     )
+
+
+_CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
+#: The last line of a Python traceback: ``package.module.Name: message`` (builtins print bare).
+_TRACEBACK_TAIL = re.compile(r"^([A-Za-z_][\w.]*\.([A-Za-z_]\w*))(?::|$)")
+
+
+def error_type_name(value: Any, stacktrace: Any = None) -> str:
+    """One spelling per error: the qualified class name. Senders spell one error three ways (see
+    ``conventions.ERROR_TYPE_ATTRS``): ``openai.RateLimitError`` (OTel ``error.type`` set from
+    ``module.qualname``), ``<class 'openai.RateLimitError'>`` (``str(type(exc))``, the openai-v2
+    instrumentation) and ``RateLimitError`` (the SDK's ``record_exception``: ``__qualname__``). A
+    bare name is qualified from the traceback's last line when it names the same class; anything
+    else (``timeout``, ``429``) is kept as sent. The raw value stays in ``metadata.attributes``."""
+    text = str(value).strip()
+    match = _CLASS_REPR.match(text)
+    if match:
+        text = match.group(1)
+    if "." not in text and isinstance(stacktrace, str) and stacktrace:
+        tail = stacktrace.rstrip().rsplit("\n", 1)[-1]
+        found = _TRACEBACK_TAIL.match(tail)
+        if found and found.group(2) == text:
+            return found.group(1)
+    return text
 
 
 def _normalize_provider(value: str) -> str:
