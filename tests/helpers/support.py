@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from otel_pg_exporter import span_uuid, trace_uuid
@@ -120,13 +121,13 @@ def app_env(db_dsn: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def drop_exporter_role(dsn: str) -> None:
-    """Roles are cluster-wide: a test that created ``otel_exporter`` removes what it owns in its own
-    database and the role itself unless another test's database still uses it."""
+def drop_exporter_role(dsn: str, role: str = "otel_exporter") -> None:
+    """Roles are cluster-wide: a test that created ``role`` (``sql/roles/``) removes what it owns in
+    its own database and the role itself unless another test's database still uses it."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP OWNED BY otel_exporter")
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with contextlib.suppress(psycopg.errors.DependentObjectsStillExist):
-            conn.execute("DROP ROLE otel_exporter")
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def count_spans(dsn: str, run_id: str, attribute: str = "run.id") -> int:

@@ -116,6 +116,16 @@ def test_demo_runs_keep_and_stop_with_its_own_data_dir() -> None:
         assert "Traces stored by this run (2)" in proc.stdout
         assert f"otel-pg-demo --stop --data-dir {data_dir}" in proc.stdout
         assert "Explore in a browser:" in proc.stdout and "otel-pg-ui --dsn" in proc.stdout
+        assert "claude mcp add otel-pg -- " in proc.stdout and "otel-pg-mcp --dsn" in proc.stdout
+        # the printed pointer for agents without MCP works as printed
+        import shlex
+
+        shell_line = proc.stdout.split("or read it from a shell:")[1].splitlines()[0]
+        read = subprocess.run(shlex.split(shell_line), capture_output=True, text=True, timeout=60)
+        assert read.returncode == 0 and read.stdout == "no failures\n", read.stdout + read.stderr  # 2 runs: no 429
+        listing = shlex.split(shell_line.replace(" failures ", " traces "))
+        read = subprocess.run(listing, capture_output=True, text=True, timeout=60)
+        assert read.stdout.count("support-agent") == 2, read.stdout + read.stderr
         dsn = proc.stdout.split('psql "')[1].split('"')[0]
         with psycopg.connect(dsn) as conn:
             assert (

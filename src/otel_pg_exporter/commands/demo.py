@@ -293,10 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ui = Path(sys.executable).parent / "otel-pg-ui"
             target = "" if server is None else f' --dsn "{redact(dsn, dsn)}"'
             print(f"Explore in a browser:  {ui}{target}   then open http://127.0.0.1:8400/")
+            bin_dir = Path(sys.executable).parent
+            mcp = bin_dir / "otel-pg-mcp"
+            print(f"Point a coding agent at it (MCP):  claude mcp add otel-pg -- {mcp}{target}")
+            print(f"  or read it from a shell:  {bin_dir / 'otel-pg'}{target} failures --since all")
         else:
             print(
-                "\nTo look further with psql or the trace explorer (otel-pg-ui), run it again with --keep "
-                "(make demo DEMO_ARGS=--keep)."
+                "\nTo look further with psql, the trace explorer (otel-pg-ui) or a coding agent "
+                "(otel-pg-mcp), run it again with --keep (make demo DEMO_ARGS=--keep)."
             )
         print(f"\nDone in {time.monotonic() - started:.1f} s.")
         return 0

@@ -40,3 +40,13 @@ FROM traces t WHERE t.metadata @> %(session)s ORDER BY t.started_at, t.trace_id 
 ROOT_OUTPUTS = """
 SELECT trace_id, outputs FROM spans
 WHERE trace_id = ANY(%(ids)s) AND parent_span_id IS NULL AND status <> 'pending'"""
+
+#: The most frequent error types of failed spans in a window, each with its latest spans.
+FAILURES = """
+SELECT coalesce(s.error_type, '(no type)') AS error_type, count(*) AS spans,
+       count(DISTINCT s.trace_id) AS traces, max(s.started_at) AS last_seen,
+       (array_agg(s.span_id ORDER BY s.started_at DESC))[1:%(examples)s] AS example_spans,
+       (array_agg(left(s.error, 300) ORDER BY s.started_at DESC))[1] AS last_error
+FROM spans s
+WHERE s.status IN ('failed', 'cancelled') AND s.started_at >= %(since)s AND s.started_at < %(until)s
+GROUP BY 1 ORDER BY count(*) DESC, max(s.started_at) DESC LIMIT %(limit)s"""

@@ -46,6 +46,7 @@ STATUSES = ("running", "completed", "failed", "cancelled")
 PREVIEW_CHARS = 200
 MAX_LIMIT = 500
 
+
 @dataclass(frozen=True)
 class TraceSummary:
     """One row of a trace list."""
@@ -439,6 +440,26 @@ class TraceStore:
         return [SessionTurn(self._summary(r, None), r["query"], answers.get(r["trace_id"])) for r in rows]
 
     # -- costs ------------------------------------------------------------------------------------
+
+    def failures(
+        self,
+        *,
+        since: datetime | date,
+        until: datetime | date | None = None,
+        limit: int = 10,
+        examples: int = 5,
+    ) -> list[dict[str, Any]]:
+        """The most frequent ``error_type`` of failed or cancelled spans in ``[since, until)``, most
+        frequent first: spans, traces, last seen, the latest spans showing it, the latest message."""
+        params = {
+            "since": since,
+            "until": until or datetime(9999, 1, 1),
+            "limit": max(1, min(limit, MAX_LIMIT)),
+            "examples": max(1, min(examples, 20)),
+        }
+        with self._read() as cur:
+            cur.execute(statements.FAILURES, params)
+            return list(cur.fetchall())
 
     def cost_report(self, *, days: int = 30, horizon: int = 14, as_of: date | None = None) -> dict[str, Any]:
         """What ``otel-pg-report`` shows (history, forecast and band, month to date and projection,

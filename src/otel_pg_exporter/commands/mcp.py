@@ -1,0 +1,72 @@
+"""``otel-pg-mcp``: the trace store as an MCP server (extra ``mcp``), over stdio or streamable HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..config.dsn import describe, resolve_dsn
+from ..errors import OtelPgError
+from ..web.auth import TokenGate, is_loopback
+from .arguments import add_dsn, add_schema, fail, parse
+
+#: Where ``query_sql`` connects when ``--sql-dsn`` is not given (a read-only role).
+SQL_DSN_ENV = "OTEL_PG_MCP_SQL_DSN"
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="otel-pg-mcp",
+        description="Traces for coding agents: an MCP server over the stored traces (stdio by default).",
+    )
+    add_dsn(parser)
+    add_schema(parser)
+    parser.add_argument("--as-user", help="every read as this user (profiles.id), under the seed's RLS")
+    parser.add_argument("--as-role", default="authenticated", help="the role --as-user runs as")
+    parser.add_argument(
+        "--sql-dsn",
+        default=os.environ.get(SQL_DSN_ENV),
+        help=f"offer query_sql, connecting with this read-only role (default ${SQL_DSN_ENV}; "
+        "see sql/roles/otel_reader_role.sql); without it the tool is not offered",
+    )
+    parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="with --http: address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8401, help="with --http: port (default 8401)")
+    parser.add_argument("--token", default=os.environ.get("OTEL_PG_MCP_TOKEN"), help=argparse.SUPPRESS)
+    parser.add_argument("--token-file", metavar="FILE", help="with --http: read the bearer token from FILE")
+    parser.add_argument("--allow-host", action="append", default=[], help="with --http: another Host name")
+    return parse(parser, argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prog = "otel-pg-mcp"
+    args = _arguments(argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    try:
+        from ..query.trace_store import TraceStore
+        from ..web.mcp.server import McpOptions, build_server
+    except ImportError:
+        return fail(prog, "the MCP server needs its extra: pip install 'otel-pg-exporter[mcp]'", dsn)
+    if args.http and not is_loopback(args.host) and not args.token:
+        return fail(prog, f"refusing to listen on {args.host} without a token (OTEL_PG_MCP_TOKEN)", dsn)
+    try:
+        store = TraceStore(args.dsn, schema=args.schema, as_user=args.as_user, as_role=args.as_role)
+        store.list_traces(limit=1)  # fail now, with one line
+    except OtelPgError as exc:
+        return fail(prog, str(exc), dsn)
+    server = build_server(store, McpOptions(sql_dsn=args.sql_dsn, schema=args.schema, as_user=args.as_user))
+    try:
+        if not args.http:
+            print(f"{prog}: serving {describe(dsn)} over stdio", file=sys.stderr, flush=True)
+            server.run("stdio")
+            return 0
+        from ..web.serving import serve
+
+        print(f"{prog}: serving {describe(dsn)} on http://{args.host}:{args.port}/mcp", flush=True)
+        app = TokenGate(server.streamable_http_app(host=args.host), token=args.token)
+        serve(app, args.host, args.port, token=args.token, allow_hosts=args.allow_host)
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,110 @@
+"""``otel-pg traces|trace|span|failures``: the MCP server's questions from a shell, for people and for
+agents without MCP. Text (control characters escaped) or ``--json``; the same bounded views."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ..config.dsn import resolve_dsn
+from ..errors import OtelPgError
+from ..query import outline as view
+from ..query.trace_store import SORTS, STATUSES, TraceStore
+from ..terminal import for_terminal
+from .arguments import add_dsn, add_schema, fail, parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-pg", description="Read stored traces from a shell.")
+    add_dsn(parser)
+    add_schema(parser)
+    parser.add_argument("--as-user", help="read as this user (profiles.id), under the seed's RLS")
+    parser.add_argument("--json", action="store_true", help="JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+    traces = commands.add_parser("traces", help="find traces, newest first")
+    traces.add_argument("--since", default="24h", help="24h, 7d, 90m, today, week, all, or an ISO date")
+    traces.add_argument("--workflow")
+    traces.add_argument("--user")
+    traces.add_argument("--status", choices=STATUSES)
+    traces.add_argument("--model")
+    traces.add_argument("--text", help="in the trace's question")
+    traces.add_argument("--sort", choices=list(SORTS), default="started_at")
+    traces.add_argument("--cursor", help="the next_cursor of the previous page")
+    traces.add_argument("--limit", type=int, default=20)
+    trace = commands.add_parser("trace", help="one trace as an outline of its spans")
+    trace.add_argument("trace_id", help="OTel hex id or the stored UUID")
+    trace.add_argument("--offset", type=int, default=0)
+    trace.add_argument("--content-chars", type=int, default=view.CONTENT_CHARS)
+    span = commands.add_parser("span", help="one span whole")
+    span.add_argument("span_id")
+    span.add_argument("--full", action="store_true", help="large fields uncut, and the raw metadata")
+    failures = commands.add_parser("failures", help="the most frequent error types of failed spans")
+    failures.add_argument("--since", default="24h")
+    failures.add_argument("--limit", type=int, default=10)
+    return parser
+
+
+def _run(store: TraceStore, args: argparse.Namespace) -> tuple[Any, str]:
+    """(JSON-ready data, text) of one command."""
+    if args.command == "traces":
+        page = store.list_traces(
+            since=view.since_of(args.since),
+            workflow=args.workflow,
+            user_id=args.user,
+            status=args.status,
+            model=args.model,
+            query=args.text,
+            sort=args.sort,
+            cursor=args.cursor,
+            limit=max(1, min(args.limit, 200)),
+        )
+        rows = [view.trace_row(t) for t in page.traces]
+        lines = [
+            f"{r['started_at'][:19]}  {r['status']:<9} {r['duration_ms'] or 0:>7} ms  ${r['cost_usd']:.4f}  "
+            f"{r['workflow']}  {r['trace_id']}  {r['preview'] or ''}"
+            for r in rows
+        ]
+        if page.older:
+            lines.append(f"(more: --cursor {page.older})")
+        return {"traces": rows, "next_cursor": page.older}, "\n".join(lines) or "no traces"
+    if args.command == "trace":
+        detail = store.get_trace(args.trace_id, offset=max(0, args.offset), limit=1000)
+        if detail is None:
+            raise OtelPgError("no such trace (or not visible to you)")
+        cut = view.outline(detail, content_chars=max(0, args.content_chars))
+        return {"outline": cut.text, "spans_total": cut.total, "next_offset": cut.next_offset}, cut.text
+    if args.command == "span":
+        node = store.get_span(args.span_id)
+        if node is None:
+            raise OtelPgError("no such span (or not visible to you)")
+        data = view.span_view(node, full=args.full)
+        text = "\n".join(
+            f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in data.items()
+        )
+        return data, text
+    rows = [view.plain(r) for r in store.failures(since=view.since_of(args.since), limit=args.limit)]
+    text = "\n".join(
+        f"{r['spans']:>6} spans  {r['traces']:>5} traces  {r['error_type']}  last {r['last_seen'][:19]}  "
+        f"{r['last_error'] or ''}"
+        for r in rows
+    )
+    return {"failures": rows}, text or "no failures"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prog = "otel-pg"
+    args = parse(_parser(), argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    try:
+        with TraceStore(args.dsn, schema=args.schema, as_user=args.as_user) as store:
+            data, text = _run(store, args)
+    except OtelPgError as exc:
+        return fail(prog, str(exc), dsn)
+    # stored text is untrusted: a terminal gets it with control characters escaped
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(for_terminal(line) for line in text.split("\n")))
+    return 0

@@ -1,0 +1,183 @@
+"""``otel-pg-mcp``: a Model Context Protocol server over the trace store, for coding agents.
+
+Every tool is one ``TraceStore`` call (or one read-only SQL query, ``query.sql_tool``) rendered
+compact by ``query.outline``: bounded, with "call again with …" when cut. Tools raise a
+``TraceStoreError`` for a bad argument or an unreachable database; the SDK turns it into a tool error
+the agent reads. Served over stdio (what desktop agents launch) or streamable HTTP (the same
+token and Host rules as the explorer: ``web.auth``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from ...query import outline as view
+from ...query.sql_tool import MAX_BYTES, MAX_ROWS, TIMEOUT_MS, run_read_only
+from ...query.trace_store import SORTS, STATUSES, TraceStore, TraceStoreError
+
+INSTRUCTIONS = (
+    "Traces of an LLM application stored in PostgreSQL (one trace = one request or agent run; its "
+    "spans = model calls, tools, agents, retrievals). Start with search_traces (or failures to see what "
+    "goes wrong most), then get_trace for one trace's span tree, then get_span for one span whole. "
+    "Times are UTC, durations milliseconds, costs USD."
+)
+
+
+@dataclass(frozen=True)
+class McpOptions:
+    """``sql_dsn``: the connection of ``query_sql`` (a read-only role; None: the tool is not offered);
+    ``as_user``: every read as this profile under row level security."""
+
+    sql_dsn: str | None = None
+    schema: str | None = None
+    as_user: str | None = None
+
+
+def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPServer:
+    """The MCP server over ``store`` (its ``as_user``, if any, applies to every tool)."""
+    opts = options or McpOptions()
+    server = MCPServer("otel-pg", instructions=INSTRUCTIONS)
+
+    @server.tool(
+        description=(
+            "Find traces, newest first (or by cost, duration, tokens). since: a window (15m, 1h, 24h, 7d, "
+            "30d, today, week, month, all) or an ISO date. Filters: workflow, user (id), status "
+            f"({'/'.join(STATUSES)}), model (any span's), text (in the trace's question). sort: "
+            f"{'/'.join(SORTS)}. Returns compact rows and a cursor for the next (older) page."
+        )
+    )
+    def search_traces(
+        since: str = "24h",
+        workflow: str | None = None,
+        user: str | None = None,
+        status: str | None = None,
+        model: str | None = None,
+        text: str | None = None,
+        sort: str = "started_at",
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:
+        page = store.list_traces(
+            since=view.since_of(since),
+            workflow=workflow,
+            user_id=user,
+            status=status,
+            model=model,
+            query=text,
+            sort=sort,
+            cursor=cursor,
+            limit=max(1, min(limit, 50)),
+        )
+        more = f"call again with cursor={page.older!r} for older traces" if page.older else None
+        return {"traces": [view.trace_row(t) for t in page.traces], "next_cursor": page.older, "more": more}
+
+    @server.tool(
+        description=(
+            "One trace as an indented outline of its spans (type, name, status, ms, model, tokens, USD, "
+            "error, a short excerpt of the messages), depth first. Large traces are cut: the last line "
+            "says which offset to ask next. Use get_span for one span's full content."
+        )
+    )
+    def get_trace(trace_id: str, offset: int = 0, content_chars: int = view.CONTENT_CHARS) -> dict[str, Any]:
+        detail = store.get_trace(trace_id, offset=max(0, offset), limit=1000)
+        if detail is None:
+            raise TraceStoreError("no such trace (or not visible to this server's user)")
+        cut = view.outline(detail, content_chars=max(0, min(content_chars, 2000)))
+        return {
+            "outline": cut.text,
+            "spans_shown": cut.shown,
+            "spans_total": cut.total,
+            "next_offset": cut.next_offset,
+        }
+
+    @server.tool(
+        description=(
+            "One span whole: type, timing, model, provider, tokens, cost, the input and output messages, "
+            "error type, message and stack, evaluation. full=true returns large fields uncut and the raw "
+            "metadata (attributes, events)."
+        )
+    )
+    def get_span(span_id: str, full: bool = False) -> dict[str, Any]:
+        node = store.get_span(span_id)
+        if node is None:
+            raise TraceStoreError("no such span (or not visible to this server's user)")
+        return view.span_view(node, full=full)
+
+    @server.tool(description="Conversations (sessions): traces grouped by session id, most recent first.")
+    def sessions(since: str = "7d", limit: int = 20) -> dict[str, Any]:
+        found = store.sessions(since=view.since_of(since), limit=max(1, min(limit, 100)))
+        return {"sessions": [view.plain(s.__dict__) for s in found]}
+
+    @server.tool(description="One session's traces in order: each question, the answer, status, cost.")
+    def get_session(session_id: str) -> dict[str, Any]:
+        turns = store.session(session_id, limit=100)
+        if not turns:
+            raise TraceStoreError("no such session (or not visible to this server's user)")
+        return {
+            "turns": [
+                {
+                    "trace_id": str(t.trace.trace_id),
+                    "status": t.trace.status,
+                    "started_at": view.plain(t.trace.started_at),
+                    "cost_usd": float(t.trace.cost or 0),
+                    "question": view.cut(t.query, 2000),
+                    "answer": view.content_text(t.answer, 2000),
+                }
+                for t in turns
+            ]
+        }
+
+    @server.tool(
+        description=(
+            "Spend in USD: per day over the last `days`, a forecast `horizon` days ahead with a range, "
+            "month to date and projection, top workflows, models and users, unpriced models, budgets."
+        )
+    )
+    def cost_summary(days: int = 30, horizon: int = 14) -> dict[str, Any]:
+        report = store.cost_report(days=max(1, min(days, 366)), horizon=max(1, min(horizon, 90)))
+        return view.plain(report)
+
+    @server.tool(
+        description=(
+            "What fails most: error types of failed spans over a window (since: 24h, 7d, …), with the "
+            "number of spans and traces, when last seen, the latest message and span ids for get_span."
+        )
+    )
+    def failures(since: str = "24h", limit: int = 10) -> dict[str, Any]:
+        rows = store.failures(since=view.since_of(since), limit=max(1, min(limit, 50)))
+        return {"failures": [view.plain(r) for r in rows]}
+
+    if opts.sql_dsn is not None:
+
+        @server.tool(
+            description=(
+                "Read-only SQL over the trace tables (traces, spans; jsonb columns tokens, metadata, inputs, "
+                "outputs). One query (SELECT / WITH … SELECT), run in a read-only transaction as a role that "
+                f"cannot write, {TIMEOUT_MS} ms at most, {MAX_ROWS} rows and {MAX_BYTES} bytes returned at "
+                "most: aggregate or add LIMIT. Times are UTC (timestamp without time zone)."
+            )
+        )
+        def query_sql(sql: str) -> dict[str, Any]:
+            result = run_read_only(opts.sql_dsn, sql, schema=opts.schema, as_user=opts.as_user)
+            return {
+                "columns": result.columns,
+                "rows": result.rows,
+                "truncated": result.truncated,
+                "reason": result.reason,
+            }
+
+    @server.prompt(
+        description="Diagnose one trace: what happened, where it failed, what it cost, what to fix."
+    )
+    def diagnose_trace(trace_id: str) -> str:
+        return (
+            f"Diagnose trace {trace_id}. Call get_trace with this id; find the deepest failed or slowest "
+            "span and open it with get_span; say what the application was asked, what happened step by "
+            "step, where and why it failed (error type and message), what it cost and took, and one concrete "
+            "fix. Quote span ids."
+        )
+
+    return server
