@@ -62,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: serving {describe(dsn)} over stdio", file=sys.stderr, flush=True)
             server.run("stdio")
             return 0
+        from mcp.server.transport_security import TransportSecuritySettings
+
         from ..web.serving import serve
 
         print(f"{prog}: serving {describe(dsn)} on http://{args.host}:{args.port}/mcp", flush=True)
-        app = TokenGate(server.streamable_http_app(host=args.host), token=args.token)
+        # the door is ours, as for the explorer: the token, else the Host allow-list (serve adds it)
+        door = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        app = TokenGate(server.streamable_http_app(host=args.host, transport_security=door), token=args.token)
         serve(app, args.host, args.port, token=args.token, allow_hosts=args.allow_host)
     finally:
         store.close()
