@@ -227,6 +227,8 @@ def test_query_sql_reads(reader_dsn: str) -> None:
         "WITH gone AS (DELETE FROM spans RETURNING 1) SELECT count(*) FROM gone",
         "SELECT nextval(pg_get_serial_sequence('spans', 'span_id'))",
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = current_user",
+        'SELECT U&"pg_terminate_backend"(pg_backend_pid())',
         "SELECT set_config('role', 'postgres', false)",
         "SELECT set_config('transaction_read_only', 'off', false)",
         "CREATE TABLE x (a int)",

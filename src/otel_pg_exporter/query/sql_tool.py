@@ -74,8 +74,12 @@ def _refuse_writer(conn: psycopg.Connection, under_rls: bool) -> None:
 
 
 #: Reads as a user rest on ``request.jwt.claim.sub``, a setting any query could change with
-#: ``set_config`` (spelled plainly, quoted, or with Unicode escapes): such a query is refused.
-_IMPERSONATION = re.compile(r"set_config|u&['\"]", re.IGNORECASE)
+#: ``set_config``: as a user, such a query is refused.
+_IMPERSONATION = re.compile(r"set_config", re.IGNORECASE)
+#: Always refused, on top of the role's rights: signalling other sessions of the same role (allowed
+#: to any role for its own sessions, even read-only), and Unicode-escaped names, which could spell
+#: either.
+_FORBIDDEN = re.compile(r"pg_terminate_backend|pg_cancel_backend|u&\s*['\"]", re.IGNORECASE)
 
 
 def _as_user(conn: psycopg.Connection, user: str, role: str) -> None:
@@ -126,6 +130,8 @@ def run_read_only(
     text = statement.strip().rstrip(";").strip()
     if not text or "\x00" in text:
         raise SqlRefused("an empty statement (or one with a NUL character)")
+    if _FORBIDDEN.search(text):
+        raise SqlRefused("signalling other sessions (or a Unicode-escaped name) is not allowed here")
     resolved, _ = resolve_dsn(dsn)
     try:
         conn = psycopg.connect(
