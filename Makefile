@@ -1,6 +1,7 @@
 # The two README commands: `make demo` (main job) and `make test` (test suite).
 # Each creates $(VENV) with $(PYTHON) and installs what it needs into it (and nothing more):
-#   make demo: the project with the extras the demo runs (demo, embedded) and the explorer (ui)
+#   make demo: the project with the extras the demo runs (demo, embedded), the explorer (ui) and
+#              the MCP server it points agents at (mcp)
 #   make test: the project with the test extras, plus the system programs the tests drive
 # `make PYTHON=python3.13 test` uses another interpreter; a $(VENV) made by another Python is
 # made anew.
@@ -24,7 +25,7 @@ $(BASE):
 	touch $(BASE)
 
 $(DEMO_STAMP): pyproject.toml $(BASE)
-	$(BIN)/python -m pip install --quiet -e ".[demo,embedded,ui]"
+	$(BIN)/python -m pip install --quiet -e ".[demo,embedded,ui,mcp]"
 	touch $(DEMO_STAMP)
 
 $(TEST_STAMP): pyproject.toml $(BASE)
