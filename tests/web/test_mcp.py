@@ -97,8 +97,12 @@ def test_over_stdio_an_agent_finds_the_failed_trace_and_its_error(
             span = _result(await client.call_tool("get_span", {"span_id": worst["example_spans"][0]}))
             assert span["error_type"] == "openai.RateLimitError" and "429" in span["error"]
             bad = await client.call_tool("get_trace", {"trace_id": "not-a-trace"})
-            assert bad.is_error  # a clear tool error, the server goes on
+            assert bad.is_error and "not a UUID" in bad.content[0].text  # a clear tool error; it goes on
+            window = await client.call_tool("search_traces", {"since": "last tuesday"})
+            assert window.is_error and "is not a window" in window.content[0].text
             assert _result(await client.call_tool("search_traces", {"since": "all"}))["traces"]
+            slow = {"since": "all", "min_duration_ms": 3_600_000}
+            assert _result(await client.call_tool("search_traces", slow))["traces"] == []
 
     asyncio.run(session())
 

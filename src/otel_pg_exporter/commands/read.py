@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     traces.add_argument("--sort", choices=list(SORTS), default="started_at")
     traces.add_argument("--cursor", help="the next_cursor of the previous page")
     traces.add_argument("--limit", type=int, default=20)
+    traces.add_argument("--min-cost", type=float, help="USD")
+    traces.add_argument("--min-duration-ms", type=int)
     trace = commands.add_parser("trace", help="one trace as an outline of its spans")
     trace.add_argument("trace_id", help="OTel hex id or the stored UUID")
     trace.add_argument("--offset", type=int, default=0)
@@ -59,6 +61,8 @@ def _run(store: TraceStore, args: argparse.Namespace) -> tuple[Any, str]:
             sort=args.sort,
             cursor=args.cursor,
             limit=max(1, min(args.limit, 200)),
+            min_cost=args.min_cost,
+            min_duration_ms=args.min_duration_ms,
         )
         rows = [view.trace_row(t) for t in page.traces]
         lines = [

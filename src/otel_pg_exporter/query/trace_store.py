@@ -274,10 +274,13 @@ class TraceStore:
         sort: str = "started_at",
         cursor: str | None = None,
         limit: int = 50,
+        min_cost: float | Decimal | None = None,
+        min_duration_ms: int | None = None,
     ) -> TracePage:
         """Newest (or dearest, longest, biggest) first; ``cursor`` is a page's ``older`` or
         ``newer``. ``query`` is a case-insensitive substring of ``traces.query``; ``model`` matches
-        any span's model. Times are UTC, as stored."""
+        any span's model; ``min_cost`` (USD) and ``min_duration_ms`` keep the dear and the slow.
+        Times are UTC, as stored."""
         if sort not in SORTS:
             raise TraceStoreError(f"sort must be one of {', '.join(SORTS)}")
         if status is not None and status not in STATUSES:
@@ -291,6 +294,8 @@ class TraceStore:
             ("until", until, "t.started_at < %(until)s"),
             ("workflow", workflow, "t.workflow_id = %(workflow)s"),
             ("status", status, "t.status = %(status)s"),
+            ("min_cost", min_cost, "coalesce(t.total_cost, 0) >= %(min_cost)s"),
+            ("min_duration_ms", min_duration_ms, "coalesce(t.total_duration_ms, 0) >= %(min_duration_ms)s"),
         ):
             if value is not None and value != "":
                 where.append(clause)

@@ -9,14 +9,35 @@ token and Host rules as the explorer: ``web.auth``).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
+from ...errors import OtelPgError
 from ...query import outline as view
 from ...query.sql_tool import MAX_BYTES, MAX_ROWS, TIMEOUT_MS, run_read_only
 from ...query.trace_store import SORTS, STATUSES, TraceStore, TraceStoreError
+
+Tool = TypeVar("Tool", bound=Callable[..., Any])
+
+
+def _answering(fn: Tool) -> Tool:
+    """Our own refusals (a bad argument, nothing found, the database away) reach the agent as a tool
+    error with their one-line reason; anything else stays a crash the SDK reports without details."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OtelPgError as exc:
+            raise ToolError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
 
 INSTRUCTIONS = (
     "Traces of an LLM application stored in PostgreSQL (one trace = one request or agent run; its "
@@ -41,13 +62,15 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
     opts = options or McpOptions()
     server = MCPServer("otel-pg", instructions=INSTRUCTIONS)
 
-    @server.tool(
-        description=(
-            "Find traces, newest first (or by cost, duration, tokens). since: a window (15m, 1h, 24h, 7d, "
-            "30d, today, week, month, all) or an ISO date. Filters: workflow, user (id), status "
-            f"({'/'.join(STATUSES)}), model (any span's), text (in the trace's question). sort: "
-            f"{'/'.join(SORTS)}. Returns compact rows and a cursor for the next (older) page."
-        )
+    def tool(description: str) -> Callable[[Tool], Tool]:
+        return lambda fn: server.tool(description=description)(_answering(fn))
+
+    @tool(
+        "Find traces, newest first (or by cost, duration, tokens). since: a window (15m, 1h, 24h, 7d, "
+        "30d, today, week, month, all) or an ISO date. Filters: workflow, user (id), status "
+        f"({'/'.join(STATUSES)}), model (any span's), text (in the trace's question), min_cost_usd, "
+        f"min_duration_ms. sort: "
+        f"{'/'.join(SORTS)}. Returns compact rows and a cursor for the next (older) page."
     )
     def search_traces(
         since: str = "24h",
@@ -59,6 +82,8 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
         sort: str = "started_at",
         cursor: str | None = None,
         limit: int = 20,
+        min_cost_usd: float | None = None,
+        min_duration_ms: int | None = None,
     ) -> dict[str, Any]:
         page = store.list_traces(
             since=view.since_of(since),
@@ -70,16 +95,16 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
             sort=sort,
             cursor=cursor,
             limit=max(1, min(limit, 50)),
+            min_cost=min_cost_usd,
+            min_duration_ms=min_duration_ms,
         )
         more = f"call again with cursor={page.older!r} for older traces" if page.older else None
         return {"traces": [view.trace_row(t) for t in page.traces], "next_cursor": page.older, "more": more}
 
-    @server.tool(
-        description=(
-            "One trace as an indented outline of its spans (type, name, status, ms, model, tokens, USD, "
-            "error, a short excerpt of the messages), depth first. Large traces are cut: the last line "
-            "says which offset to ask next. Use get_span for one span's full content."
-        )
+    @tool(
+        "One trace as an indented outline of its spans (type, name, status, ms, model, tokens, USD, "
+        "error, a short excerpt of the messages), depth first. Large traces are cut: the last line "
+        "says which offset to ask next. Use get_span for one span's full content."
     )
     def get_trace(trace_id: str, offset: int = 0, content_chars: int = view.CONTENT_CHARS) -> dict[str, Any]:
         detail = store.get_trace(trace_id, offset=max(0, offset), limit=1000)
@@ -93,12 +118,10 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
             "next_offset": cut.next_offset,
         }
 
-    @server.tool(
-        description=(
-            "One span whole: type, timing, model, provider, tokens, cost, the input and output messages, "
-            "error type, message and stack, evaluation. full=true returns large fields uncut and the raw "
-            "metadata (attributes, events)."
-        )
+    @tool(
+        "One span whole: type, timing, model, provider, tokens, cost, the input and output messages, "
+        "error type, message and stack, evaluation. full=true returns large fields uncut and the raw "
+        "metadata (attributes, events)."
     )
     def get_span(span_id: str, full: bool = False) -> dict[str, Any]:
         node = store.get_span(span_id)
@@ -106,12 +129,12 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
             raise TraceStoreError("no such span (or not visible to this server's user)")
         return view.span_view(node, full=full)
 
-    @server.tool(description="Conversations (sessions): traces grouped by session id, most recent first.")
+    @tool("Conversations (sessions): traces grouped by session id, most recent first.")
     def sessions(since: str = "7d", limit: int = 20) -> dict[str, Any]:
         found = store.sessions(since=view.since_of(since), limit=max(1, min(limit, 100)))
         return {"sessions": [view.plain(s.__dict__) for s in found]}
 
-    @server.tool(description="One session's traces in order: each question, the answer, status, cost.")
+    @tool("One session's traces in order: each question, the answer, status, cost.")
     def get_session(session_id: str) -> dict[str, Any]:
         turns = store.session(session_id, limit=100)
         if not turns:
@@ -130,21 +153,17 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
             ]
         }
 
-    @server.tool(
-        description=(
-            "Spend in USD: per day over the last `days`, a forecast `horizon` days ahead with a range, "
-            "month to date and projection, top workflows, models and users, unpriced models, budgets."
-        )
+    @tool(
+        "Spend in USD: per day over the last `days`, a forecast `horizon` days ahead with a range, "
+        "month to date and projection, top workflows, models and users, unpriced models, budgets."
     )
     def cost_summary(days: int = 30, horizon: int = 14) -> dict[str, Any]:
         report = store.cost_report(days=max(1, min(days, 366)), horizon=max(1, min(horizon, 90)))
         return view.plain(report)
 
-    @server.tool(
-        description=(
-            "What fails most: error types of failed spans over a window (since: 24h, 7d, …), with the "
-            "number of spans and traces, when last seen, the latest message and span ids for get_span."
-        )
+    @tool(
+        "What fails most: error types of failed spans over a window (since: 24h, 7d, …), with the "
+        "number of spans and traces, when last seen, the latest message and span ids for get_span."
     )
     def failures(since: str = "24h", limit: int = 10) -> dict[str, Any]:
         rows = store.failures(since=view.since_of(since), limit=max(1, min(limit, 50)))
@@ -152,13 +171,11 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
 
     if opts.sql_dsn is not None:
 
-        @server.tool(
-            description=(
-                "Read-only SQL over the trace tables (traces, spans; jsonb columns tokens, metadata, inputs, "
-                "outputs). One query (SELECT / WITH … SELECT), run in a read-only transaction as a role that "
-                f"cannot write, {TIMEOUT_MS} ms at most, {MAX_ROWS} rows and {MAX_BYTES} bytes returned at "
-                "most: aggregate or add LIMIT. Times are UTC (timestamp without time zone)."
-            )
+        @tool(
+            "Read-only SQL over the trace tables (traces, spans; jsonb columns tokens, metadata, inputs, "
+            "outputs). One query (SELECT / WITH … SELECT), run in a read-only transaction as a role that "
+            f"cannot write, {TIMEOUT_MS} ms at most, {MAX_ROWS} rows and {MAX_BYTES} bytes returned at "
+            "most: aggregate or add LIMIT. Times are UTC (timestamp without time zone)."
         )
         def query_sql(sql: str) -> dict[str, Any]:
             result = run_read_only(opts.sql_dsn, sql, schema=opts.schema, as_user=opts.as_user)
