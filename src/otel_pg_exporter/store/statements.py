@@ -85,7 +85,7 @@ INSERT_PLACEHOLDERS = _PLACEHOLDERS_INSERT + "\n"
 RECORD_TYPES = SPAN_RECORD_TYPES
 INSERT_COLUMNS = tuple(RECORD_TYPES)
 _UPDATE_ON_CONFLICT = [c for c in INSERT_COLUMNS if c not in ("span_id", "trace_id")]
-# the rows ``records.encode_span`` makes hold every column but child_spans, which the batch adds
+# the rows ``pipeline.encoding.encode_span`` makes hold every column but child_spans, which the batch adds
 assert tuple(c for c in INSERT_COLUMNS if c != "child_spans") == ROW_COLUMNS
 
 
@@ -374,7 +374,7 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
 WHERE s.span_id = v.span_id
 """
 
-#: ``profiles.settings -> 'observability'`` of some users (``user_settings.UserSettingsCache``).
+#: ``profiles.settings -> 'observability'`` of some users (``config.user_settings.UserSettingsCache``).
 LOAD_OBSERVABILITY = "SELECT id, settings -> 'observability' FROM profiles WHERE id = ANY(%(ids)s::uuid[])"
 #: Supabase Vault: keys referenced as ``{"vault": "<name or id>"}`` in the settings.
 VAULT_SECRETS = """

@@ -1,4 +1,4 @@
-"""``otel-pg-gateway``: an OTLP/HTTP receiver that writes through the exporter's own pipeline.
+"""``otel-pg-gateway``: an OTLP/HTTP receiver that writes through the exporters' own engine.
 
 ``POST /v1/traces`` and ``POST /v1/logs`` take OTLP requests in protobuf or JSON, gzip or not, with or
 without a ``Content-Length``; the decoded spans go to a ``PostgresSpanExporter`` (log records to a
@@ -14,8 +14,8 @@ says the process is up, ``GET /readyz`` that the database answers and the schema
 Limits come before reading: a request takes an in-flight slot and its share of a byte budget before
 its body is read, the body must arrive within ``BODY_TIMEOUT_S``, and decompressing, decoding and
 writing run on a worker thread, so a large or slow request never holds up the event loop
-(``/healthz``, small requests). Thin shell: decoding is ``receiver.otlp`` (pure), everything after it
-is the exporter's.
+(``/healthz``, small requests). Thin shell: decoding is ``web.gateway.otlp`` (pure), everything after it
+is the engine's (``sdk.engine.Engine``).
 """
 
 from __future__ import annotations
