@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..config.dsn import describe, resolve_dsn
 from ..errors import OtelPgError
 from ..web.auth import TokenGate, is_loopback
-from .arguments import add_dsn, add_schema, fail, parse
+from .arguments import add_server, fail, parse
 
 #: Where ``query_sql`` connects when ``--sql-dsn`` is not given (a read-only role).
 SQL_DSN_ENV = "OTEL_PG_MCP_SQL_DSN"
@@ -21,8 +21,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="otel-pg-mcp",
         description="Traces for coding agents: an MCP server over the stored traces (stdio by default).",
     )
-    add_dsn(parser)
-    add_schema(parser)
+    add_server(
+        parser,
+        port=8401,
+        token_env="OTEL_PG_MCP_TOKEN",
+        token_help="with --http: require this bearer token (default $OTEL_PG_MCP_TOKEN); needed to listen "
+        "beyond this machine",
+    )
     parser.add_argument("--as-user", help="every read as this user (profiles.id), under the seed's RLS")
     parser.add_argument("--as-role", default="authenticated", help="the role --as-user runs as")
     parser.add_argument(
@@ -32,11 +37,6 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "see sql/roles/otel_reader_role.sql); without it the tool is not offered",
     )
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="with --http: address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8401, help="with --http: port (default 8401)")
-    parser.add_argument("--token", default=os.environ.get("OTEL_PG_MCP_TOKEN"), help=argparse.SUPPRESS)
-    parser.add_argument("--token-file", metavar="FILE", help="with --http: read the bearer token from FILE")
-    parser.add_argument("--allow-host", action="append", default=[], help="with --http: another Host name")
     return parse(parser, argv)
 
 

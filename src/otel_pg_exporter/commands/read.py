@@ -11,6 +11,7 @@ from typing import Any
 from ..config.dsn import resolve_dsn
 from ..errors import OtelPgError
 from ..query import outline as view
+from ..query import questions
 from ..query.trace_store import SORTS, STATUSES, TraceStore
 from ..terminal import for_terminal
 from .arguments import add_dsn, add_schema, fail, parse
@@ -51,50 +52,44 @@ def _parser() -> argparse.ArgumentParser:
 def _run(store: TraceStore, args: argparse.Namespace) -> tuple[Any, str]:
     """(JSON-ready data, text) of one command."""
     if args.command == "traces":
-        page = store.list_traces(
-            since=view.since_of(args.since),
+        found = questions.search(
+            store,
+            since=args.since,
             workflow=args.workflow,
-            user_id=args.user,
+            user=args.user,
             status=args.status,
             model=args.model,
-            query=args.text,
+            text=args.text,
             sort=args.sort,
             cursor=args.cursor,
             limit=max(1, min(args.limit, 200)),
             min_cost=args.min_cost,
             min_duration_ms=args.min_duration_ms,
         )
-        rows = [view.trace_row(t) for t in page.traces]
         lines = [
             f"{r['started_at'][:19]}  {r['status']:<9} {r['duration_ms'] or 0:>7} ms  ${r['cost_usd']:.4f}  "
             f"{r['workflow']}  {r['trace_id']}  {r['preview'] or ''}"
-            for r in rows
+            for r in found["traces"]
         ]
-        if page.older:
-            lines.append(f"(more: --cursor {page.older})")
-        return {"traces": rows, "next_cursor": page.older}, "\n".join(lines) or "no traces"
+        if found["next_cursor"]:
+            lines.append(f"(more: --cursor {found['next_cursor']})")
+        return found, "\n".join(lines) or "no traces"
     if args.command == "trace":
-        detail = store.get_trace(args.trace_id, offset=max(0, args.offset), limit=1000)
-        if detail is None:
-            raise OtelPgError("no such trace (or not visible to you)")
-        cut = view.outline(detail, content_chars=max(0, args.content_chars))
-        return {"outline": cut.text, "spans_total": cut.total, "next_offset": cut.next_offset}, cut.text
+        data = questions.trace(store, args.trace_id, offset=args.offset, content_chars=args.content_chars)
+        return data, data["outline"]
     if args.command == "span":
-        node = store.get_span(args.span_id)
-        if node is None:
-            raise OtelPgError("no such span (or not visible to you)")
-        data = view.span_view(node, full=args.full)
+        data = questions.span(store, args.span_id, full=args.full)
         text = "\n".join(
             f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in data.items()
         )
         return data, text
-    rows = [view.plain(r) for r in store.failures(since=view.since_of(args.since), limit=args.limit)]
+    data = questions.failures(store, since=args.since, limit=args.limit)
     text = "\n".join(
         f"{r['spans']:>6} spans  {r['traces']:>5} traces  {r['error_type']}  last {r['last_seen'][:19]}  "
         f"{r['last_error'] or ''}"
-        for r in rows
+        for r in data["failures"]
     )
-    return {"failures": rows}, text or "no failures"
+    return data, text or "no failures"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

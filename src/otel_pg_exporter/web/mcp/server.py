@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from ...errors import OtelPgError
 from ...query import outline as view
+from ...query import questions
 from ...query.sql_tool import MAX_BYTES, MAX_ROWS, TIMEOUT_MS, run_read_only
 from ...query.trace_store import SORTS, STATUSES, TraceStore, TraceStoreError
 
@@ -85,21 +86,22 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
         min_cost_usd: float | None = None,
         min_duration_ms: int | None = None,
     ) -> dict[str, Any]:
-        page = store.list_traces(
-            since=view.since_of(since),
+        found = questions.search(
+            store,
+            since=since,
             workflow=workflow,
-            user_id=user,
+            user=user,
             status=status,
             model=model,
-            query=text,
+            text=text,
             sort=sort,
             cursor=cursor,
             limit=max(1, min(limit, 50)),
             min_cost=min_cost_usd,
             min_duration_ms=min_duration_ms,
         )
-        more = f"call again with cursor={page.older!r} for older traces" if page.older else None
-        return {"traces": [view.trace_row(t) for t in page.traces], "next_cursor": page.older, "more": more}
+        older = found["next_cursor"]
+        return {**found, "more": f"call again with cursor={older!r} for older traces" if older else None}
 
     @tool(
         "One trace as an indented outline of its spans (type, name, status, ms, model, tokens, USD, "
@@ -107,16 +109,7 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
         "says which offset to ask next. Use get_span for one span's full content."
     )
     def get_trace(trace_id: str, offset: int = 0, content_chars: int = view.CONTENT_CHARS) -> dict[str, Any]:
-        detail = store.get_trace(trace_id, offset=max(0, offset), limit=1000)
-        if detail is None:
-            raise TraceStoreError("no such trace (or not visible to this server's user)")
-        cut = view.outline(detail, content_chars=max(0, min(content_chars, 2000)))
-        return {
-            "outline": cut.text,
-            "spans_shown": cut.shown,
-            "spans_total": cut.total,
-            "next_offset": cut.next_offset,
-        }
+        return questions.trace(store, trace_id, offset=offset, content_chars=min(content_chars, 2000))
 
     @tool(
         "One span whole: type, timing, model, provider, tokens, cost, the input and output messages, "
@@ -124,10 +117,7 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
         "metadata (attributes, events)."
     )
     def get_span(span_id: str, full: bool = False) -> dict[str, Any]:
-        node = store.get_span(span_id)
-        if node is None:
-            raise TraceStoreError("no such span (or not visible to this server's user)")
-        return view.span_view(node, full=full)
+        return questions.span(store, span_id, full=full)
 
     @tool("Conversations (sessions): traces grouped by session id, most recent first.")
     def sessions(since: str = "7d", limit: int = 20) -> dict[str, Any]:
@@ -166,8 +156,7 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
         "number of spans and traces, when last seen, the latest message and span ids for get_span."
     )
     def failures(since: str = "24h", limit: int = 10) -> dict[str, Any]:
-        rows = store.failures(since=view.since_of(since), limit=max(1, min(limit, 50)))
-        return {"failures": [view.plain(r) for r in rows]}
+        return questions.failures(store, since=since, limit=max(1, min(limit, 50)))
 
     if opts.sql_dsn is not None:
 
