@@ -33,7 +33,9 @@ def _row(dsn: str, sql: str, *args: Any) -> dict[str, Any] | None:
         return conn.execute(sql, args).fetchone()
 
 
-def _pipeline(db_dsn: str, simple: bool = True) -> tuple[TracerProvider, PostgresSpanExporter, LiveSpanProcessor]:
+def _pipeline(
+    db_dsn: str, simple: bool = True
+) -> tuple[TracerProvider, PostgresSpanExporter, LiveSpanProcessor]:
     exporter = PostgresSpanExporter(db_dsn, spool_dir="off")
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter) if simple else BatchSpanProcessor(exporter))
@@ -52,7 +54,9 @@ def test_a_long_step_is_visible_while_it_runs_and_replaced_in_place(db_dsn: str)
             with tracer.start_as_current_span("chat", attributes=chat_attributes(10, 2)) as chat:
                 chat_id = span_uuid(trace_id, chat.get_span_context().span_id)
                 running = _wait_for(
-                    lambda: _row(db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", chat_id)
+                    lambda: _row(
+                        db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", chat_id
+                    )
                 )
                 assert running["span_type"] == "llm" and running["model"] == "gpt-4o-mini"
                 assert running["parent_span_id"] == root_id and running["started_at"] is not None
@@ -62,7 +66,9 @@ def test_a_long_step_is_visible_while_it_runs_and_replaced_in_place(db_dsn: str)
                 )
                 assert trace["status"] == "running" and trace["workflow_id"] == "live"
                 root_row = _wait_for(
-                    lambda: _row(db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", root_id)
+                    lambda: _row(
+                        db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", root_id
+                    )
                 )
                 assert root_row["name"] == "agent run"
                 detail = TraceStore(db_dsn).get_trace(trace_uuid(trace_id))  # what the explorer reads
@@ -158,10 +164,33 @@ def test_live_rows_are_skipped_while_the_database_is_down(db_dsn: str, tmp_path:
         assert exporter.stats().get("live_rows", 0) == 0
         proxy.restore()
         row = _wait_for(
-            lambda: _row(db_dsn, "SELECT status FROM spans WHERE span_id = %s", span_uuid(ctx.trace_id, ctx.span_id)),
+            lambda: _row(
+                db_dsn, "SELECT status FROM spans WHERE span_id = %s", span_uuid(ctx.trace_id, ctx.span_id)
+            ),
             timeout=30,
         )
         assert row["status"] == "completed"
     finally:
         provider.shutdown()
         proxy.close()
+
+
+def test_a_running_row_goes_through_the_redact_hook_like_the_real_row(db_dsn: str) -> None:
+    def redact(record: Any) -> Any:
+        record.name = record.name.replace("alice@example.com", "[user]")
+        return record
+
+    exporter = PostgresSpanExporter(db_dsn, spool_dir="off", redact=redact)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(LiveSpanProcessor(exporter, delay_s=DELAY_S))
+    try:
+        with provider.get_tracer("live-test").start_as_current_span("ticket for alice@example.com") as span:
+            span_id = span_uuid(span.get_span_context().trace_id, span.get_span_context().span_id)
+            running = _wait_for(
+                lambda: _row(db_dsn, "SELECT * FROM spans WHERE span_id = %s AND status = 'running'", span_id)
+            )
+            assert running["name"] == "ticket for [user]"
+    finally:
+        provider.shutdown()
+    assert _row(db_dsn, "SELECT name FROM spans WHERE span_id = %s", span_id)["name"] == "ticket for [user]"

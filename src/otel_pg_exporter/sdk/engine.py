@@ -229,8 +229,10 @@ class Engine:
             return 0
         rows = []
         for span in spans:
+            record, error = self._mapped(span)  # the one mapping path: priced, the user's redact hook
             try:
-                record = map_span(span)
+                if record is None:
+                    raise error or ValueError("not mapped")
                 record.status = "running"
                 record.completed_at = None
                 record.duration_ms = 0
