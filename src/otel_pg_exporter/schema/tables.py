@@ -189,6 +189,7 @@ SPAN_METADATA_KEYS: dict[str, str] = {
 #: Every top-level key we write into ``traces.metadata``, with what it holds.
 TRACE_METADATA_KEYS: dict[str, str] = {
     "sources": "the attribute each trace field (workflow, query, user) was read from, with its rank",
+    "model_calls": "how many model calls (llm, embedding spans) the trace's totals add up",
     "session_id": "the conversation or session the trace belongs to",
     "user": "the user id as sent, when it is not a profile's UUID",
     "resources": "the service's resource attributes (service name, version, environment)",
