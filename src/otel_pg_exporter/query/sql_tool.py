@@ -6,8 +6,8 @@ What makes it safe is PostgreSQL itself:
   nothing else: no second statement, no ``SET``/``RESET``, no ``COPY``, no DDL, no DML;
 - in a ``READ ONLY`` transaction whose snapshot is taken before the statement (so it cannot turn
   itself read-write), always rolled back: a ``set_config(…, false)`` inside does not outlive the call;
-- on a fresh connection, closed after the call, under ``statement_timeout`` and a client-side
-  watchdog, with a row cap and a byte cap on what comes back;
+- on a fresh connection (``connection.connect``), closed after the call, under ``statement_timeout``
+  and a client-side watchdog, with a row cap and a byte cap on what comes back;
 - as a session role that cannot write the trace tables (checked before every call; a superuser or
   a writer is refused), so even a function with side effects runs without the rights to have any;
 - with ``as_user``, as the seed's ``authenticated`` role under RLS, which must be enabled; the
@@ -27,7 +27,7 @@ import psycopg
 from psycopg import pq, sql
 
 from ..config.dsn import resolve_dsn, safe_message
-from ..connection import local_search_path, schema_name, set_local, watchdog
+from ..connection import connect, set_local, watchdog
 from .outline import plain
 from .trace_store import TraceStoreError
 
@@ -133,48 +133,49 @@ def run_read_only(
     if _FORBIDDEN.search(text):
         raise SqlRefused("signalling other sessions (or a Unicode-escaped name) is not allowed here")
     resolved, _ = resolve_dsn(dsn)
-    try:
-        conn = psycopg.connect(
-            resolved,
-            autocommit=True,
-            connect_timeout=5,
-            prepare_threshold=None,
-            application_name="otel-pg-sql",
-        )
-    except psycopg.Error as exc:
-        raise TraceStoreError(f"cannot connect: {safe_message(exc, resolved)}") from None
-    try:
-        with watchdog(conn, timeout_ms / 1000 + 2):
-            conn.execute("BEGIN READ ONLY")
-            set_local(
-                conn,
-                {
-                    "statement_timeout": str(int(timeout_ms)),
-                    "lock_timeout": "1000",
-                    "search_path": local_search_path(schema_name(schema)),
-                },
-            )  # a query: the snapshot is taken, the transaction can no longer turn read-write
-            _refuse_writer(conn, under_rls=as_user is not None)
-            if as_user is not None:
-                if _IMPERSONATION.search(text):
-                    raise SqlRefused(
-                        "as a user, a query may not call set_config (it could change who it reads as)"
-                    )
-                _as_user(conn, as_user, as_role)
-            declared = f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR {text}".encode()
-            result = conn.pgconn.prepare(b"", declared)
-            if result.status == pq.ExecStatus.COMMAND_OK:
-                result = conn.pgconn.exec_prepared(b"", [])
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                message = (result.error_message or b"").decode("utf-8", "replace").strip()
+    with connect(dsn, schema=schema) as conn:  # a fresh connection, closed after the call
+        try:
+            return _run(conn, text, as_user, as_role, timeout_ms, max_rows, max_bytes)
+        except psycopg.errors.QueryCanceled:
+            raise SqlRefused(f"the statement ran over {timeout_ms} ms and was cancelled") from None
+        except psycopg.Error as exc:
+            raise SqlRefused(safe_message(exc, resolved)) from None
+
+
+def _run(
+    conn: psycopg.Connection,
+    text: str,
+    as_user: str | None,
+    as_role: str,
+    timeout_ms: int,
+    max_rows: int,
+    max_bytes: int,
+) -> SqlResult:
+    """The guarded transaction on ``conn`` (see the module's list)."""
+    with watchdog(conn, timeout_ms / 1000 + 2):
+        conn.execute("BEGIN READ ONLY")
+        set_local(
+            conn,
+            {
+                "statement_timeout": str(int(timeout_ms)),
+                "lock_timeout": "1000",
+            },
+        )  # a query: the snapshot is taken, the transaction can no longer turn read-write
+        _refuse_writer(conn, under_rls=as_user is not None)
+        if as_user is not None:
+            if _IMPERSONATION.search(text):
                 raise SqlRefused(
-                    "only one read-only query is accepted (SELECT, VALUES, TABLE, WITH … SELECT): "
-                    + message.removeprefix("ERROR:").strip()
+                    "as a user, a query may not call set_config (it could change who it reads as)"
                 )
-            return _fetch(conn, max(1, max_rows), max(1, max_bytes))
-    except psycopg.errors.QueryCanceled:
-        raise SqlRefused(f"the statement ran over {timeout_ms} ms and was cancelled") from None
-    except psycopg.Error as exc:
-        raise SqlRefused(safe_message(exc, resolved)) from None
-    finally:
-        conn.close()
+            _as_user(conn, as_user, as_role)
+        declared = f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR {text}".encode()
+        result = conn.pgconn.prepare(b"", declared)
+        if result.status == pq.ExecStatus.COMMAND_OK:
+            result = conn.pgconn.exec_prepared(b"", [])
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            message = (result.error_message or b"").decode("utf-8", "replace").strip()
+            raise SqlRefused(
+                "only one read-only query is accepted (SELECT, VALUES, TABLE, WITH … SELECT): "
+                + message.removeprefix("ERROR:").strip()
+            )
+        return _fetch(conn, max(1, max_rows), max(1, max_bytes))
