@@ -160,10 +160,6 @@ class Delivery:
         """The current connection pool (for diagnostics: ``get_stats()``; it may be replaced)."""
         return self._pool
 
-    def wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``; returns early when the delivery is closed."""
-        self._closed.wait(seconds)
-
     # -- the pool ----------------------------------------------------------------------------------
 
     def _new_pool(self) -> ConnectionPool:

@@ -15,8 +15,10 @@ from typing import Any
 
 import orjson
 
+from ..schema.tables import COST_MAX_TEXT
+
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-COST_MAX = Decimal("9999.999999")  # DECIMAL(10, 6)
+COST_MAX = Decimal(COST_MAX_TEXT)  # DECIMAL(10, 6)
 COST_QUANTUM = Decimal("0.000001")
 TRUNCATION_MARK = "…[truncated]"
 _ESCAPED_NUL = re.compile(r"(\\+)u0000")

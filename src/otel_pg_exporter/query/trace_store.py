@@ -32,6 +32,7 @@ from ..config.dsn import resolve_dsn, safe_message
 from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
+from ..schema.tables import TRACE_STATUSES
 from . import read_statements as statements
 from .trace_tree import SpanNode, TraceDetail, build_tree, nest, span_node, start_key, tree_order
 
@@ -42,7 +43,7 @@ SORTS: dict[str, str] = {
     "cost": "coalesce(t.total_cost, 0)",
     "tokens": "coalesce((t.total_tokens ->> 'total')::bigint, 0)",
 }
-STATUSES = ("running", "completed", "failed", "cancelled")
+STATUSES = TRACE_STATUSES
 PREVIEW_CHARS = 200
 MAX_LIMIT = 500
 

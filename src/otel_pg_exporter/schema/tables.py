@@ -89,8 +89,6 @@ TABLES: dict[str, tuple[Column, ...]] = {
 SEED_COLUMNS: dict[str, tuple[str, ...]] = {
     table: tuple(c.name for c in cols) for table, cols in TABLES.items()
 }
-#: The ``spans`` columns by name.
-SPAN_COLUMNS: dict[str, Column] = {c.name: c for c in TABLES["spans"]}
 #: VARCHAR widths of ``spans`` and ``traces`` (a name used in both has the same width in both).
 VARCHAR_WIDTHS: dict[str, int] = {
     c.name: c.width for table in ("traces", "spans") for c in TABLES[table] if c.width is not None
@@ -143,9 +141,8 @@ CONSTRAINTS: dict[str, dict[str, str]] = {
     },
 }
 
-#: The values the seed's CHECK constraints allow.
+#: The values the seed's ``valid_status`` CHECK allows on ``traces.status``.
 TRACE_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "cancelled")
-SPAN_STATUSES: tuple[str, ...] = ("pending", "running", "completed", "failed", "cancelled")
 
 #: The seed's RLS policies (its 004), by table.
 POLICIES: dict[str, tuple[str, ...]] = {

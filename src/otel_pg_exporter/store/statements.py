@@ -31,7 +31,7 @@ from ..pipeline.conventions import (
 )
 from ..pipeline.encoding import OMITTED, ROW_COLUMNS
 from ..pipeline.sanitize import encode_json
-from ..schema.tables import SPAN_RECORD_TYPES
+from ..schema.tables import COST_MAX_TEXT, SPAN_RECORD_TYPES
 
 _MAX = 2_147_483_647
 
@@ -215,7 +215,7 @@ first_span AS (
 _TRACE_STATUS = """CASE WHEN root.status IS NULL THEN 'running'
                 WHEN root.status IN ('failed', 'cancelled', 'running') THEN root.status
                 ELSE 'completed' END"""
-_TOTAL_COST = "LEAST(coalesce(cost.total, 0), 9999.999999)"
+_TOTAL_COST = f"LEAST(coalesce(cost.total, 0), {COST_MAX_TEXT})"
 _TOTAL_TOKENS = "coalesce(tok.tokens, '{}'::jsonb)"
 
 
