@@ -76,7 +76,7 @@ def _span_from_json(d: dict[str, Any]) -> EncodedSpan:
     )
     if "row" not in d:  # format 1: one field per column (JSON columns as text)
         d = {**d, "row": row_json({c: d[c] for c in ROW_COLUMNS})}
-    kwargs = {f: d[f] for f in _SCALAR_FIELDS}
+    kwargs = {f: d[f] for f in _SCALAR_FIELDS if f in d}  # fields added later have defaults
     return EncodedSpan(
         span_id=uuid.UUID(d["span_id"]),
         trace_id=uuid.UUID(d["trace_id"]),

@@ -483,8 +483,32 @@ EVALUATION_EVENT_FIELDS: dict[str, str] = {
     "gen_ai.evaluation.explanation": "explanation",
     "gen_ai.response.id": "response_id",
     "error.type": "error_type",
+    # ours, on the events annotate_current_span() adds (the OTel event has no field for them)
+    "otel_pg.annotation.annotator_kind": "annotator_kind",
+    "otel_pg.annotation.annotator": "annotator",
+    "otel_pg.annotation.identifier": "identifier",
+    "otel_pg.annotation.target": "scope",
+    "otel_pg.annotation.correction": "correction",
+    "otel_pg.annotation.metadata": "metadata",
 }
-EVALUATION_FLAT_PREFIXES: tuple[str, ...] = ("evaluations.",)
+#: OpenInference's annotations on spans (``<prefix><i>.evaluation.name`` / ``<prefix><i>.annotation.name``
+#: and ``score``, ``label``, ``explanation``, ``annotator_kind``, ``identifier``, ``metadata``): prefix
+#: → what the judgement is about (the span itself, its trace, its session).
+ANNOTATION_FLAT_PREFIXES: dict[str, str] = {
+    "evaluations.": "span",
+    "annotations.": "span",
+    "trace.evaluations.": "trace",
+    "trace.annotations.": "trace",
+    "session.evaluations.": "session",
+    "session.annotations.": "session",
+}
+EVALUATION_FLAT_PREFIXES: tuple[str, ...] = tuple(ANNOTATION_FLAT_PREFIXES)
+#: Where each ecosystem puts a judgement's fields inside one item of ``evaluation.results``: OI nests
+#: them under ``evaluation`` or ``annotation``; the OTel event's fields are the item itself.
+ANNOTATION_ITEM_KEYS: tuple[str, ...] = ("evaluation", "annotation")
+#: The annotator kind of a judgement that names none: OTel's evaluation event comes from an
+#: evaluator (an LLM judge, as a rule); OpenInference's annotations name theirs, else they are code.
+ANNOTATOR_KIND_DEFAULTS: dict[str, str] = {"event": "llm", "openinference": "code", "logs": "llm"}
 #: Every flattened family, for a one-pass filter before reassembly.
 FLAT_PREFIXES: tuple[str, ...] = (
     *INPUT_FLAT_PREFIXES,

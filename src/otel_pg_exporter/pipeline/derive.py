@@ -358,10 +358,10 @@ def evaluation_of(
                 {out: jsonable(ev[src]) for src, out in cv.EVALUATION_EVENT_FIELDS.items() if src in ev}
             )
     source = flat if flat is not None else attrs
-    for prefix in cv.EVALUATION_FLAT_PREFIXES if source else ():
+    for prefix, scope in cv.ANNOTATION_FLAT_PREFIXES.items() if source else ():
         items, keys = unflatten(source, prefix)
         if items:
-            results.extend(items)
+            results.extend({"scope": scope, **i} if isinstance(i, dict) else i for i in items)
             used.update(keys)
     scalars = {k: jsonable(attrs[k]) for k in plan.eval_scalar_keys}
     if scalars:

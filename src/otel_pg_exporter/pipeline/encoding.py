@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ..schema.tables import SEED_COLUMNS, SPAN_JSON_COLUMNS, SPAN_SCRUBBED_COLUMNS, VARCHAR_WIDTHS
+from .annotations import from_evaluation, rows_json
 from .conventions import CONTENT_ATTRIBUTES, FLAT_PREFIXES, OPERATION_DETAILS_EVENT
 from .model import EncodedSpan, Limits, SpanRecord
 from .privacy import scrub_json_text
@@ -105,7 +106,24 @@ def encode_span(record: SpanRecord, limits: Limits) -> EncodedSpan:
         parent_hex=(metadata.get("otel") or {}).get("parent_span_id"),
         api_limits_obj=record.api_limits or _NO_LIMITS,
         sanitized=sanitized,
+        annotations=_annotations(record, limits) if record.evaluation else None,
     )
+
+
+def _annotations(record: SpanRecord, limits: Limits) -> str | None:
+    """The span's judgements as ``otel_annotations`` rows (JSON), or None when it carries none."""
+    results = record.evaluation.get("results")
+    if not isinstance(results, list) or not results:
+        return None
+    rows = from_evaluation(
+        results,
+        span_id=record.span_id,
+        trace_id=record.trace_id,
+        session_id=record.hints.metadata.get("session_id"),
+        scrub=limits.scrub,
+        capture_content=limits.capture_content,
+    )
+    return rows_json(rows) if rows else None
 
 
 def _fast_row(record: SpanRecord, cost: Decimal, limits: Limits) -> str | None:

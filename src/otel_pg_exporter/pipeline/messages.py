@@ -17,7 +17,17 @@ import orjson
 LITERAL_EVAL_LIMIT = 200_000
 #: Wrapper keys OpenInference and others put around each list item; unwrapped when alone.
 ITEM_WRAPPERS = frozenset(
-    {"message", "message_content", "tool_call", "document", "evaluation", "tool", "prompt", "completion"}
+    {
+        "message",
+        "message_content",
+        "tool_call",
+        "document",
+        "evaluation",
+        "annotation",
+        "tool",
+        "prompt",
+        "completion",
+    }
 )
 
 

@@ -108,6 +108,8 @@ class EncodedSpan:
     api_limits_obj: dict[str, Any] = field(default_factory=dict)
     #: True when ``encode_span`` had to change a value (see ``metadata.sanitized``)
     sanitized: bool = False
+    #: the judgements the span carried, as ``otel_annotations`` rows (JSON list), or None
+    annotations: str | None = None
 
     def columns(self) -> dict[str, Any]:
         """The row's column values (JSON columns as Python data). For the rare paths (degraded

@@ -34,7 +34,9 @@ from .tables import INDEXES, SEED_COLUMNS
 BOOKKEEPING_TABLE = "otel_pg_schema_migrations"
 #: Arbitrary constant key for pg_advisory_lock ("otelpg" in ASCII).
 ADVISORY_LOCK_KEY = 0x6F74656C7067
-OPTIONAL_RLS_VERSION = 4
+#: The seed's optional RLS policies (004), and ours that follow them (010, on otel_annotations).
+SEED_RLS_VERSION = 4
+OPTIONAL_RLS_VERSIONS: frozenset[int] = frozenset({SEED_RLS_VERSION, 10})
 AUTH_COMPAT_FILE = "compat/supabase_auth_uid.sql"
 
 if TYPE_CHECKING:  # importlib.resources.abc exists from Python 3.11 on; only annotations use it
@@ -87,7 +89,7 @@ class Migration:
 
     @property
     def optional(self) -> bool:
-        return self.version == OPTIONAL_RLS_VERSION
+        return self.version in OPTIONAL_RLS_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -292,14 +294,17 @@ def _pending(
     conn: psycopg.Connection, migrations: list[Migration], rls: bool, result: InstallResult
 ) -> Iterator[tuple[Migration, bool]]:
     """Migrations still to run, each with "its objects already exist" (adopt rather than apply).
-    Unrecorded optional ones are skipped (noted in ``result``) unless ``rls`` or already present."""
+    Unrecorded optional ones are skipped (noted in ``result``) unless ``rls``, already present, or
+    (for ours) the seed's RLS migration is in place: a database with 004 gets 010 on upgrade."""
     recorded = _recorded(conn)
     _check_checksums(migrations, recorded)
+    seed_rls = SEED_RLS_VERSION in recorded or _present(conn, SEED_RLS_VERSION)
     for m in migrations:
         if m.version in recorded:
             continue
         present = _present(conn, m.version)
-        if m.optional and not (rls or present):
+        follows_seed_rls = seed_rls and m.version != SEED_RLS_VERSION
+        if m.optional and not (rls or present or follows_seed_rls):
             result.skipped.append(m.filename)
             continue
         yield m, present

@@ -195,3 +195,30 @@ TRACE_METADATA_KEYS: dict[str, str] = {
     "environment": "the deployment environment",
     "release": "the release or version of the application",
 }
+
+
+# -- our own tables ------------------------------------------------------------------------------------
+
+#: ``otel_annotations`` (migration 009): one judgement of a span, a trace or a session. What its
+#: CHECKs allow, as data: the target kinds, the annotator kinds (with what each means), the widths of
+#: its bounded text columns, and how a row may have arrived (``source``).
+ANNOTATIONS_TABLE = "otel_annotations"
+ANNOTATION_TARGET_KINDS: tuple[str, ...] = ("span", "trace", "session")
+ANNOTATOR_KINDS: dict[str, str] = {
+    "human": "a reviewer",
+    "user": "the application's end user (the only kind end users may write, under RLS)",
+    "llm": "an LLM judge",
+    "code": "a check in code",
+}
+ANNOTATION_WIDTHS: dict[str, int] = {
+    "name": 255,
+    "label": 255,
+    "annotator": 255,
+    "identifier": 255,
+    "explanation": 20_000,
+}
+#: The largest ``correction`` (its JSON text, in bytes).
+ANNOTATION_CORRECTION_MAX_BYTES = 262_144
+ANNOTATION_SOURCES: tuple[str, ...] = ("api", "ingest", "explorer", "mcp", "sql")
+#: The view that shows ``spans`` with each span's annotations merged into ``evaluation``.
+SPANS_ANNOTATED_VIEW = "spans_annotated"

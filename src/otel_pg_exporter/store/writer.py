@@ -24,11 +24,13 @@ from psycopg import errors as pg_errors
 from ..config.user_settings import resolve_vault_refs, vault_refs
 from ..connection import ConnectionSource, local_search_path, watchdog
 from ..failures import TransactionTimedOut, is_bad_row, is_refusal
+from ..pipeline.annotations import from_evaluation, rows_json
 from ..pipeline.encoding import EncodedSpan, Limits, row_json
 from ..pipeline.log_fragments import LogFragment, fragment_hints, merge_fragment, stored_from_row
 from ..pipeline.mapping import ns_to_datetime
 from ..pipeline.sanitize import clean_text, encode_json
 from . import statements as sql
+from .annotations import upsert_annotations
 from .batch import SpanBatch, chunks_by_trace, dumps, halves, placeholder_row, trace_document
 
 logger = logging.getLogger("otel_pg_exporter")
@@ -156,6 +158,7 @@ class SpanWriter:
         self._transaction_timeout_s = transaction_timeout_s
         self._content_policy = content_policy
         self._vault_warned = False
+        self._judgement_refusals: set[str] = set()
         # set per transaction (SET LOCAL), so it also holds behind transaction-mode poolers; the
         # name travels quoted, as a bound parameter
         self._search_path = local_search_path(schema)
@@ -316,8 +319,25 @@ class SpanWriter:
                     )
             if rows:
                 cur.execute(sql.UPDATE_MERGED, {"rows": "[" + ",".join(rows) + "]"})
+            judged = self._logged_judgements(fragments)
+            if judged:
+                self._store_judgements(cur, rows_json(judged))
             cur.execute(sql.RECOMPUTE_TRACES, {"traces": traces})
             self._strip_forbidden_content(cur, traces)
+
+    def _logged_judgements(self, fragments: list[LogFragment]) -> list[dict[str, Any]]:
+        """The judgements of log records (``gen_ai.evaluation.result`` events) as annotation rows."""
+        rows: list[dict[str, Any]] = []
+        for f in fragments:
+            if f.evaluations:
+                rows += from_evaluation(
+                    [item[2] for item in f.evaluations],
+                    span_id=f.span_id,
+                    trace_id=f.trace_id,
+                    scrub=self._limits.scrub,
+                    capture_content=self._limits.capture_content,
+                )
+        return rows
 
     def _span_refused(self, report: WriteReport, timeout: float | None) -> Callable[[EncodedSpan, str], None]:
         """A span the database refused: store it without its payload, else drop it (counted)."""
@@ -359,7 +379,28 @@ class SpanWriter:
                 cur.execute(sql.MERGE_CHILDREN, {"children": batch.children})
             if existed:  # traces stored before: their totals come from all their stored spans
                 cur.execute(sql.RECOMPUTE_TRACES, {"traces": batch.traces_among(existed)})
+            judged = [s.annotations for s in spans if s.annotations]
+            if judged:
+                self._store_judgements(cur, "[" + ",".join(j[1:-1] for j in judged) + "]")
             self._strip_forbidden_content(cur, params["traces"])
+
+    def _store_judgements(self, cur: psycopg.Cursor[Any], rows: str) -> None:
+        """The spans' judgements into ``otel_annotations``, in the spans' transaction but under a
+        savepoint: a refusal (the table not installed yet: migration 009) costs the judgements, never
+        the spans. Logged once per kind of refusal."""
+        try:
+            with cur.connection.transaction():
+                upsert_annotations(cur, rows)
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:  # the connection, not the statement: the batch's failure
+                raise
+            if exc.sqlstate not in self._judgement_refusals:
+                self._judgement_refusals.add(exc.sqlstate)
+                logger.warning(
+                    "otel-pg-exporter: judgements on spans not stored (%s); the spans are. "
+                    "Is migration 009 installed? (otel-pg-install-schema)",
+                    _one_line(exc),
+                )
 
 
 def _degraded(span: EncodedSpan, error: str) -> EncodedSpan:
