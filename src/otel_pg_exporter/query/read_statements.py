@@ -16,10 +16,31 @@ SELECT s.trace_id,
 FROM spans s WHERE s.trace_id = ANY(%(ids)s) GROUP BY s.trace_id"""
 
 TRACE = "SELECT t.*, t.metadata ->> 'session_id' AS session_id FROM traces t WHERE t.trace_id = %(id)s"
-SPANS_OF_TRACE = "SELECT * FROM spans WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
-SPAN = "SELECT * FROM spans WHERE span_id = %(id)s"
+#: Whole span rows come from ``{spans}``: the ``spans_annotated`` view (migration 009: ``evaluation``
+#: with the span's annotations) where it exists, else the seed's ``spans``.
+SPANS_OF_TRACE = "SELECT * FROM {spans} WHERE trace_id = %(id)s ORDER BY started_at NULLS FIRST, span_id"
+SPAN = "SELECT * FROM {spans} WHERE span_id = %(id)s"
 SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
-SPANS_BY_ID = "SELECT * FROM spans WHERE span_id = ANY(%(ids)s)"
+SPANS_BY_ID = "SELECT * FROM {spans} WHERE span_id = ANY(%(ids)s)"
+SPAN_TRACE = "SELECT trace_id FROM spans WHERE span_id = %(id)s"
+HAS_ANNOTATIONS = (
+    "SELECT to_regclass('otel_annotations') IS NOT NULL AND to_regclass('spans_annotated') IS NOT NULL"
+)
+
+ANNOTATION_COLUMNS = """a.annotation_id, a.target_kind, a.trace_id, a.span_id, a.session_id, a.name, a.score,
+    a.label, a.explanation, a.correction, a.annotator_kind, a.annotator, a.identifier, a.source,
+    a.metadata, a.created_at, a.updated_at"""
+#: A trace's own judgements and its session's (its spans' come with the spans).
+TRACE_ANNOTATIONS = f"""
+SELECT {ANNOTATION_COLUMNS} FROM otel_annotations a
+WHERE (a.target_kind = 'trace' AND a.trace_id = %(id)s)
+   OR (a.target_kind = 'session' AND a.session_id = %(session)s)
+ORDER BY a.updated_at DESC LIMIT 200"""
+#: Per page: each visible trace's judgements of it or any of its spans, as badges.
+PAGE_BADGES = """
+SELECT a.trace_id, a.name, a.label, a.score, a.annotator_kind, count(*) AS n
+FROM otel_annotations a WHERE a.trace_id = ANY(%(ids)s)
+GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, max(a.updated_at) DESC"""
 
 SESSIONS = """
 SELECT t.metadata ->> 'session_id' AS session_id, count(*) AS traces,

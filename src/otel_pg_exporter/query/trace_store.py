@@ -13,6 +13,7 @@ same on the millionth trace as on the first.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import uuid
@@ -32,7 +33,9 @@ from ..config.dsn import resolve_dsn, safe_message
 from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
+from ..pipeline.annotations import Annotation, AnnotatorKind, TargetKind, rows_json
 from ..schema.tables import TRACE_STATUSES
+from ..store.annotations import upsert_annotations
 from . import read_statements as statements
 from .trace_tree import SpanNode, TraceDetail, build_tree, nest, span_node, start_key, tree_order
 
@@ -69,6 +72,8 @@ class TraceSummary:
     models: tuple[str, ...] = ()
     span_count: int = 0
     failed_spans: int = 0
+    #: judgements of the trace or its spans, grouped: ``{name, label, score, annotator_kind, n}``
+    annotations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,18 @@ class TraceStoreError(OtelPgError):
     ``status``: the HTTP status a server answers it with (400: the request was wrong)."""
 
     status = 400
+
+
+class TraceStoreNotFound(TraceStoreError):
+    """No such trace, span or session (or not visible to this role) (404)."""
+
+    status = 404
+
+
+class TraceStoreForbidden(TraceStoreError):
+    """The database refused a write for this role (403): RLS, or no grant."""
+
+    status = 403
 
 
 class TraceStoreUnavailable(TraceStoreError):
@@ -155,6 +172,33 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         raise TraceStoreError(f"invalid cursor ({type(exc).__name__})") from None
 
 
+def _judgement_filter(
+    name: str | None,
+    label: str | None,
+    min_score: float | None,
+    max_score: float | None,
+    params: dict[str, Any],
+) -> str | None:
+    """The ``list_traces`` condition "has a judgement with all of these" (None: no such filter)."""
+    conditions = []
+    for key, value, clause in (
+        ("a_name", name, "a.name = %(a_name)s"),
+        ("a_label", label, "a.label = %(a_label)s"),
+        ("a_min", min_score, "a.score >= %(a_min)s"),
+        ("a_max", max_score, "a.score <= %(a_max)s"),
+    ):
+        if value is not None and value != "":
+            conditions.append(clause)
+            params[key] = value
+    if not conditions:
+        return None
+    return (
+        "EXISTS (SELECT 1 FROM otel_annotations a WHERE a.trace_id = t.trace_id AND "
+        + " AND ".join(conditions)
+        + ")"
+    )
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -205,6 +249,7 @@ class TraceStore:
         self._pool_size = max(1, int(pool_size))
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._has_annotations: bool | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -235,16 +280,17 @@ class TraceStore:
             return self._pool
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    def _read(self, *, write: bool = False) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
         """One read-only transaction on a pooled connection (thread-safe: the explorer serves
-        requests from a thread pool)."""
+        requests from a thread pool); ``write``: a read-write one (``annotate`` only)."""
         try:
             with (
                 self._connections().connection() as conn,
                 conn.transaction(),
                 conn.cursor(row_factory=dict_row) as cur,
             ):
-                cur.execute("SET TRANSACTION READ ONLY")
+                if not write:
+                    cur.execute("SET TRANSACTION READ ONLY")
                 if self._as_user is not None:
                     cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(self._as_role)))
                 set_local(cur, self._settings)
@@ -259,6 +305,18 @@ class TraceStore:
                 else TraceStoreError
             )
             raise kind(safe_message(exc, self._dsn)) from None
+
+    def _annotated(self, cur: psycopg.Cursor[dict[str, Any]]) -> bool:
+        """Whether migration 009 is installed (asked once): span rows then come from the
+        ``spans_annotated`` view, and judgements are read and written."""
+        if self._has_annotations is None:
+            cur.execute(statements.HAS_ANNOTATIONS)
+            row = cur.fetchone()
+            self._has_annotations = bool(row and next(iter(row.values())))
+        return self._has_annotations
+
+    def _spans(self, cur: psycopg.Cursor[dict[str, Any]], statement: str) -> str:
+        return statement.format(spans="spans_annotated" if self._annotated(cur) else "spans")
 
     # -- traces -----------------------------------------------------------------------------------
 
@@ -277,11 +335,17 @@ class TraceStore:
         limit: int = 50,
         min_cost: float | Decimal | None = None,
         min_duration_ms: int | None = None,
+        annotation: str | None = None,
+        label: str | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
     ) -> TracePage:
         """Newest (or dearest, longest, biggest) first; ``cursor`` is a page's ``older`` or
         ``newer``. ``query`` is a case-insensitive substring of ``traces.query``; ``model`` matches
         any span's model; ``min_cost`` (USD) and ``min_duration_ms`` keep the dear and the slow.
-        Times are UTC, as stored."""
+        ``annotation`` (a judgement's name), ``label``, ``min_score`` / ``max_score`` keep the traces
+        with one judgement (of the trace or a span of it) matching them all: ``annotation="thumbs",
+        label="down"`` are the thumbs-down traces. Times are UTC, as stored."""
         if sort not in SORTS:
             raise TraceStoreError(f"sort must be one of {', '.join(SORTS)}")
         if status is not None and status not in STATUSES:
@@ -312,6 +376,9 @@ class TraceStore:
         if query:
             where.append("t.query ILIKE %(query)s")
             params["query"] = _like(query)
+        judged = _judgement_filter(annotation, label, min_score, max_score, params)
+        if judged:
+            where.append(judged)
         direction = "older"
         if cursor:
             direction = "newer" if cursor.startswith("n.") else "older"
@@ -332,10 +399,16 @@ class TraceStore:
             if direction == "newer":
                 rows.reverse()
             extras: dict[Any, dict[str, Any]] = {}
+            badges: dict[Any, list[dict[str, Any]]] = {}
             if rows:
-                cur.execute(statements.PAGE_EXTRAS, {"ids": [r["trace_id"] for r in rows]})
+                ids = [r["trace_id"] for r in rows]
+                cur.execute(statements.PAGE_EXTRAS, {"ids": ids})
                 extras = {r["trace_id"]: r for r in cur.fetchall()}
-        traces = [self._summary(r, extras.get(r["trace_id"])) for r in rows]
+                if self._annotated(cur):
+                    cur.execute(statements.PAGE_BADGES, {"ids": ids})
+                    for b in cur.fetchall():
+                        badges.setdefault(b.pop("trace_id"), []).append(b)
+        traces = [self._summary(r, extras.get(r["trace_id"]), badges.get(r["trace_id"])) for r in rows]
         older = newer = None
         if rows:
             first, last = rows[0], rows[-1]
@@ -348,7 +421,9 @@ class TraceStore:
         return TracePage(traces, older, newer)
 
     @staticmethod
-    def _summary(row: dict[str, Any], extra: dict[str, Any] | None) -> TraceSummary:
+    def _summary(
+        row: dict[str, Any], extra: dict[str, Any] | None, badges: list[dict[str, Any]] | None = None
+    ) -> TraceSummary:
         return TraceSummary(
             trace_id=row["trace_id"],
             execution_id=row["execution_id"],
@@ -367,6 +442,7 @@ class TraceStore:
             models=tuple(extra["models"]) if extra else (),
             span_count=int(extra["span_count"]) if extra else 0,
             failed_spans=int(extra["failed_spans"]) if extra else 0,
+            annotations=tuple(badges or ()),
         )
 
     def get_trace(
@@ -384,8 +460,12 @@ class TraceStore:
             trace = cur.fetchone()
             if trace is None:
                 return None
+            trace["annotations"] = []
+            if self._annotated(cur):
+                cur.execute(statements.TRACE_ANNOTATIONS, {"id": tid, "session": trace.get("session_id")})
+                trace["annotations"] = cur.fetchall()
             if limit is None:
-                cur.execute(statements.SPANS_OF_TRACE, {"id": tid})
+                cur.execute(self._spans(cur, statements.SPANS_OF_TRACE), {"id": tid})
                 rows = cur.fetchall()
                 return TraceDetail(trace=trace, roots=build_tree(rows), total_spans=len(rows))
             cur.execute(statements.SPAN_LINKS_OF_TRACE, {"id": tid})
@@ -394,15 +474,83 @@ class TraceStore:
             }
             order = tree_order(links)
             window = order[offset : offset + max(0, limit)]
-            cur.execute(statements.SPANS_BY_ID, {"ids": [span_id for span_id, _, _ in window]})
+            cur.execute(
+                self._spans(cur, statements.SPANS_BY_ID), {"ids": [span_id for span_id, _, _ in window]}
+            )
             nodes = {r["span_id"]: span_node(r) for r in cur}
         return TraceDetail(trace=trace, roots=nest(nodes, window), total_spans=len(order), offset=offset)
 
     def get_span(self, span_id: uuid.UUID | str) -> SpanNode | None:
         with self._read() as cur:
-            cur.execute(statements.SPAN, {"id": _as_uuid(span_id, "span_id")})
+            cur.execute(self._spans(cur, statements.SPAN), {"id": _as_uuid(span_id, "span_id")})
             row = cur.fetchone()
         return span_node(row) if row else None
+
+    # -- judgements ------------------------------------------------------------------------------
+
+    def annotations(
+        self,
+        *,
+        trace_id: uuid.UUID | str | None = None,
+        span_id: uuid.UUID | str | None = None,
+        session_id: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        kind: str | None = None,
+        since: datetime | date | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Judgements, newest first: of a trace (and its spans), a span, a session, or all; with a
+        name, label, annotator kind; updated since. Empty when migration 009 is not installed."""
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": max(1, min(int(limit), MAX_LIMIT))}
+        if trace_id is not None:
+            where.append("a.trace_id = %(trace_id)s")
+            params["trace_id"] = _as_uuid(trace_id, "trace_id")
+        if span_id is not None:
+            where.append("a.span_id = %(span_id)s")
+            params["span_id"] = _as_uuid(span_id, "span_id")
+        for key, value, clause in (
+            ("session_id", session_id, "a.session_id = %(session_id)s"),
+            ("name", name, "a.name = %(name)s"),
+            ("label", label, "a.label = %(label)s"),
+            ("kind", kind, "a.annotator_kind = %(kind)s"),
+            ("since", since, "a.updated_at >= %(since)s"),
+        ):
+            if value is not None and value != "":
+                where.append(clause)
+                params[key] = value
+        statement = (
+            f"SELECT {statements.ANNOTATION_COLUMNS} FROM otel_annotations a"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY a.updated_at DESC, a.annotation_id LIMIT %(limit)s"
+        )
+        with self._read() as cur:
+            if not self._annotated(cur):
+                return []
+            cur.execute(statement, params)  # type: ignore[arg-type]
+            return list(cur.fetchall())
+
+    def annotate(self, annotation: Annotation) -> None:
+        """Write one judgement (the explorer's and otel-pg-mcp's forms). With ``as_user`` it is
+        written as that user, under RLS: kind ``user``, annotator the user's id (the policies of
+        migration 010 refuse anything else, and any trace not theirs)."""
+        if self._as_user is not None:
+            annotation = dataclasses.replace(annotation, kind=AnnotatorKind.USER, annotator=self._as_user)
+        with self._read(write=True) as cur:
+            if not self._annotated(cur):
+                raise TraceStoreError("annotations need migration 009: run otel-pg-install-schema")
+            if annotation.target.kind is TargetKind.SPAN and annotation.target.trace_id is None:
+                cur.execute(statements.SPAN_TRACE, {"id": annotation.target.span_id})
+                row = cur.fetchone()
+                if row is None:
+                    raise TraceStoreNotFound("no such span (or not visible to you)")
+                target = dataclasses.replace(annotation.target, trace_id=row["trace_id"])
+                annotation = dataclasses.replace(annotation, target=target)
+            try:
+                upsert_annotations(cur, rows_json([annotation.row()]))
+            except psycopg.errors.InsufficientPrivilege:
+                raise TraceStoreForbidden("not allowed to write this judgement") from None
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -488,6 +636,8 @@ __all__ = [
     "TracePage",
     "TraceStore",
     "TraceStoreError",
+    "TraceStoreForbidden",
+    "TraceStoreNotFound",
     "TraceStoreTimeout",
     "TraceStoreUnavailable",
     "TraceSummary",
