@@ -97,11 +97,14 @@ def authenticated_role(dsn: str) -> Iterator[None]:
         )
         conn.execute("GRANT USAGE ON SCHEMA public TO authenticated")
         conn.execute("GRANT SELECT ON traces, spans TO authenticated")
+        # what 010 grants when the role exists at install time (Supabase), and no DELETE
+        conn.execute("GRANT SELECT, INSERT, UPDATE ON otel_annotations TO authenticated")
+        conn.execute("GRANT SELECT ON spans_annotated TO authenticated")
     try:
         yield
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("REVOKE ALL ON traces, spans FROM authenticated")
+            conn.execute("REVOKE ALL ON traces, spans, otel_annotations, spans_annotated FROM authenticated")
             conn.execute("REVOKE USAGE ON SCHEMA public FROM authenticated")
 
 

@@ -37,6 +37,12 @@ SEED_INDEXES = {
     ("spans", "idx_spans_tokens_gin"),
     ("spans", "idx_spans_metadata_gin"),
 }
+#: Ours (migration 010, with the seed's 004): end users' feedback on their own traces.
+ANNOTATION_POLICIES = {
+    "Users can view their own feedback",
+    "Users can give feedback on their own traces",
+    "Users can change their own feedback",
+}
 SEED_POLICIES = {
     ("traces", "Users can view their own traces"),
     ("traces", "Users can insert their own traces"),
@@ -85,8 +91,8 @@ def recorded(dsn: str) -> list[tuple[int, str, str]]:
 
 def test_fresh_database_gets_the_seed_schema(empty_db: str) -> None:
     result = install_schema(empty_db)
-    assert result.applied == [f for f in MIGRATION_FILES if not f.startswith("004")]
-    assert result.skipped == ["004_add_observability_rls.sql"]
+    assert result.applied == [f for f in MIGRATION_FILES if not f.startswith(("004", "010"))]
+    assert result.skipped == ["004_add_observability_rls.sql", "010_add_annotation_rls.sql"]
     tables, settings, indexes = seed_verification(empty_db)
     assert tables == {"traces", "spans", "profiles"}
     assert settings == [("settings", "jsonb")]
@@ -136,7 +142,8 @@ def test_concurrent_installers_apply_each_migration_once(empty_db: str) -> None:
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     applied_lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("applied")]
-    assert len(applied_lines) == len(MIGRATION_FILES) - 1  # each non-optional migration exactly once
+    optional = [m for m in load_migrations() if m.optional]
+    assert len(applied_lines) == len(MIGRATION_FILES) - len(optional)  # each non-optional one exactly once
     assert [r[0] for r in recorded(empty_db)] == [m.version for m in load_migrations() if not m.optional]
 
 
@@ -212,7 +219,8 @@ def test_rls_on_plain_postgres_with_compat_auth_uid(empty_db: str) -> None:
     assert "004_add_observability_rls.sql" in result.applied
     with psycopg.connect(empty_db) as conn:
         policies = {(r[0], r[1]) for r in conn.execute("SELECT tablename, policyname FROM pg_policies")}
-        assert policies == SEED_POLICIES
+        assert {p for p in policies if p[0] != "otel_annotations"} == SEED_POLICIES
+        assert {p[1] for p in policies if p[0] == "otel_annotations"} == ANNOTATION_POLICIES
     role, user_a, _ = _setup_rls_world(empty_db)
     with psycopg.connect(empty_db) as conn:
         conn.execute(f"SET ROLE {role}")
@@ -358,3 +366,20 @@ def test_installer_works_from_a_built_wheel(tmp_path: Path, empty_db: str) -> No
     assert proc.returncode == 0, proc.stderr
     assert "applied  004_add_observability_rls.sql" in proc.stdout
     assert [r[0] for r in recorded(empty_db)] == [m.version for m in load_migrations()]
+
+
+def test_annotation_rls_follows_the_seed_rls(empty_db: str) -> None:
+    """010 is optional like 004: skipped without --rls; on a database that has 004, an upgrade run
+    without --rls applies it (a Supabase project keeps end users inside their own feedback)."""
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        install_schema(empty_db, rls=True)
+        conn.execute('DROP POLICY "Users can view their own feedback" ON otel_annotations')
+        conn.execute('DROP POLICY "Users can give feedback on their own traces" ON otel_annotations')
+        conn.execute('DROP POLICY "Users can change their own feedback" ON otel_annotations')
+        conn.execute("DELETE FROM otel_pg_schema_migrations WHERE version = 10")  # as before the upgrade
+        result = install_schema(empty_db)
+        assert result.applied == ["010_add_annotation_rls.sql"]
+        policies = conn.execute(
+            "SELECT count(*) FROM pg_policies WHERE tablename = 'otel_annotations'"
+        ).fetchone()
+        assert policies == (3,)

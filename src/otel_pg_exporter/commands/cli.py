@@ -231,6 +231,8 @@ def cleanup_main(argv: Sequence[str] | None = None) -> int:
         f"traces in {report.chunks} chunks, {report.seconds:.1f} s"
         + (f" (run {report.run_id} in otel_retention_runs)" if report.run_id is not None else "")
     )
+    if report.orphan_annotations:
+        print(f"removed {report.orphan_annotations:,} annotations whose span, trace or session never arrived")
     return 0
 
 

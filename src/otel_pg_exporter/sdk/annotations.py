@@ -188,7 +188,7 @@ def annotate_current_span(
     of = TargetKind(of)
     if of is TargetKind.SESSION:
         raise AnnotationError(
-            "annotate_current_span judges the span or its trace; use annotate(session_id, ...)"
+            "annotate_current_span judges the span or its trace: annotate() a session by its id"
         )
     span_target = target_of(ctx)
     assert isinstance(span_target, Target)

@@ -15,13 +15,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from ..connection import connect
+from .annotations import SWEEP_ORPHANS
 
 _CHUNK = "SELECT * FROM otel_retention_chunk(%s, %s, %s, %s, %s, %s)"
 _START_RUN = "INSERT INTO otel_retention_runs (default_days, grace) VALUES (%s, %s) RETURNING run_id"
 _UPDATE_RUN = "UPDATE otel_retention_runs SET removed = %s::jsonb, chunks = %s WHERE run_id = %s"
 _FINISH_RUN = "UPDATE otel_retention_runs SET finished_at = now() WHERE run_id = %s"
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+_HAS_ANNOTATIONS = "SELECT to_regprocedure('otel_annotations_sweep_orphans(interval)') IS NOT NULL"
+#: Judgements wait this long (at least) for a span, trace or session that has not arrived.
+ORPHAN_GRACE = timedelta(days=7)
+
+
+def _has_annotations(conn: psycopg.Connection) -> bool:
+    row = conn.execute(_HAS_ANNOTATIONS).fetchone()
+    return bool(row and row[0])
 
 
 @dataclass
@@ -34,6 +45,8 @@ class RetentionReport:
     chunks: int = 0
     seconds: float = 0.0
     run_id: int | None = None
+    #: judgements removed because their span, trace or session never arrived (migration 009)
+    orphan_annotations: int = 0
 
     @property
     def traces(self) -> int:
@@ -87,7 +100,13 @@ def sweep(
                 on_chunk(report)
             if scanned < chunk or (max_chunks is not None and report.chunks >= max_chunks):
                 break
+        if not dry_run and _has_annotations(conn):
+            # a deleted trace's judgements went with it (009's trigger); these are the ones whose
+            # span, trace or session never arrived
+            orphans = conn.execute(SWEEP_ORPHANS, {"grace": max(grace, ORPHAN_GRACE)}).fetchone()
+            report.orphan_annotations = int(orphans[0]) if orphans else 0
         if report.run_id is not None:
+            conn.execute(_UPDATE_RUN, (json.dumps(report.removed), report.chunks, report.run_id))
             conn.execute(_FINISH_RUN, (report.run_id,))
     report.seconds = time.perf_counter() - started
     return report
