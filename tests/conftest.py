@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-pytest_plugins = ("tests.fixtures.database",)
+pytest_plugins = ("tests.fixtures.database", "tests.fixtures.browser")
 
 # Spools of the exporters made by tests go to a throwaway directory, never the user's state dir.
 os.environ.setdefault("OTEL_EXPORTER_POSTGRES_SPOOL_DIR", tempfile.mkdtemp(prefix="otel-pg-test-spool-"))

@@ -21,5 +21,8 @@ BEGIN
     IF to_regclass('otel_daily_costs') IS NOT NULL THEN
         GRANT SELECT ON otel_daily_costs TO otel_pg_reader;
     END IF;
+    IF to_regclass('otel_annotations') IS NOT NULL THEN  -- migration 009: judgements
+        GRANT SELECT ON otel_annotations, spans_annotated TO otel_pg_reader;
+    END IF;
 END
 $otel_pg$;

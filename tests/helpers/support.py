@@ -174,15 +174,22 @@ class Served:
 
 
 @contextlib.contextmanager
-def served_explorer(dsn: str, token: str | None = None, **store_options: Any) -> Iterator[Served]:
-    """``otel-pg-ui`` over a ``TraceStore`` of ``dsn``, served as the command serves it."""
+def served_explorer(
+    dsn: str, token: str | None = None, annotator: str | None = None, **store_options: Any
+) -> Iterator[Served]:
+    """``otel-pg-ui`` over a ``TraceStore`` of ``dsn``, served as the command serves it; with
+    ``annotator``, as ``--allow-annotations --annotator <annotator>`` serves it."""
     from otel_pg_exporter.query.trace_store import TraceStore
-    from otel_pg_exporter.web.explorer.app import create_app
+    from otel_pg_exporter.web.explorer.app import Feedback, create_app
 
     store = TraceStore(dsn, **store_options)
-    served = Served(create_app(store, token=token), token=token)
+    writer = TraceStore(dsn, **store_options) if annotator is not None else None
+    feedback = Feedback(writer, annotator=annotator) if writer is not None and annotator is not None else None
+    served = Served(create_app(store, token=token, annotations=feedback), token=token)
     try:
         yield served
     finally:
         served.close()
         store.close()
+        if writer is not None:
+            writer.close()

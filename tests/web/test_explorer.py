@@ -5,7 +5,6 @@ hostile content inert, sessions, costs, JSON API, token, RLS, the command itself
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from otel_pg_exporter import PostgresSpanExporter, trace_uuid
 from otel_pg_exporter.query.trace_store import TraceStore
 from otel_pg_exporter.web.explorer.app import create_app
 from tests.helpers.scenarios import ALICE, BOB, agent_run, authenticated_role, database_with_users
-from tests.helpers.support import CHROMIUM_FLAGS, Capture, Served, chat_attributes, free_port, served_explorer
+from tests.helpers.support import Capture, Served, chat_attributes, free_port, served_explorer
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
@@ -58,29 +57,6 @@ def data(make_database) -> dict[str, Any]:
 def site(data) -> Iterator[Served]:
     with served_explorer(data["dsn"]) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for the explorer tests: apt-get install chromium (make test does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(10_000)
-    pg = context.new_page()
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))  # type: ignore[attr-defined]
-    yield pg
-    context.close()
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:

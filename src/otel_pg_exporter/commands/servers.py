@@ -4,6 +4,7 @@ token and Host rules, then ``web.serving.serve``."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,15 +37,31 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         "--as-role", default="authenticated", help="the role --as-user runs as (default authenticated)"
     )
     parser.add_argument("--statement-timeout-ms", type=int, default=5000, help="per query (default 5000)")
+    parser.add_argument(
+        "--allow-annotations",
+        action="store_true",
+        help="show feedback forms (thumbs, label, score, comment) and accept them; read-only without",
+    )
+    parser.add_argument(
+        "--annotations-dsn",
+        default=os.environ.get("OTEL_PG_UI_ANNOTATIONS_DSN"),
+        help="write judgements with this DSN (a role that may write otel_annotations and nothing else: "
+        "sql/roles/otel_annotator_role.sql; default $OTEL_PG_UI_ANNOTATIONS_DSN, else --dsn)",
+    )
+    parser.add_argument(
+        "--annotator", default="explorer", help="who the judgements are from (default explorer)"
+    )
     args = parse(parser, argv)
     dsn, _ = resolve_dsn(args.dsn)
     if not is_loopback(args.host) and not args.token:
         return fail(prog, f"refusing to listen on {args.host} without --token (or OTEL_PG_UI_TOKEN)", dsn)
+    if args.annotations_dsn and not args.allow_annotations:
+        return fail(prog, "--annotations-dsn needs --allow-annotations", dsn)
     try:
         import uvicorn  # noqa: F401 (the extra's marker)
 
         from ..query.trace_store import TraceStore
-        from ..web.explorer.app import create_app
+        from ..web.explorer.app import Feedback, create_app
     except ImportError:
         return fail(prog, "the explorer needs its extra: pip install 'otel-pg-exporter[ui]'", dsn)
     try:
@@ -56,12 +73,23 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
             statement_timeout_ms=args.statement_timeout_ms,
         )
         store.list_traces(limit=1)  # fail now, with one line, rather than on the first page
+        feedback = None
+        if args.allow_annotations:
+            writer = TraceStore(
+                args.annotations_dsn or args.dsn,
+                schema=args.schema,
+                as_user=args.as_user,
+                as_role=args.as_role,
+                statement_timeout_ms=args.statement_timeout_ms,
+                pool_size=2,
+            )
+            feedback = Feedback(writer, annotator=args.annotator)
     except OtelPgError as exc:
         return fail(prog, str(exc), dsn)
     print(f"{prog}: serving {describe(dsn)} on http://{args.host}:{args.port}/", flush=True)
     try:
         serve(
-            create_app(store, token=args.token),
+            create_app(store, token=args.token, annotations=feedback),
             args.host,
             args.port,
             token=args.token,
@@ -69,6 +97,8 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         store.close()
+        if feedback is not None:
+            feedback.store.close()
     return 0
 
 

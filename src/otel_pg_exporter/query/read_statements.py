@@ -23,9 +23,11 @@ SPAN = "SELECT * FROM {spans} WHERE span_id = %(id)s"
 SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
 SPANS_BY_ID = "SELECT * FROM {spans} WHERE span_id = ANY(%(ids)s)"
 SPAN_TRACE = "SELECT trace_id FROM spans WHERE span_id = %(id)s"
-HAS_ANNOTATIONS = (
-    "SELECT to_regclass('otel_annotations') IS NOT NULL AND to_regclass('spans_annotated') IS NOT NULL"
-)
+#: Migration 009 is installed and this role may read it (a reader role without the grant reads spans).
+HAS_ANNOTATIONS = """SELECT to_regclass('otel_annotations') IS NOT NULL
+       AND to_regclass('spans_annotated') IS NOT NULL
+       AND has_table_privilege('otel_annotations', 'SELECT')
+       AND has_table_privilege('spans_annotated', 'SELECT')"""
 
 ANNOTATION_COLUMNS = """a.annotation_id, a.target_kind, a.trace_id, a.span_id, a.session_id, a.name, a.score,
     a.label, a.explanation, a.correction, a.annotator_kind, a.annotator, a.identifier, a.source,

@@ -178,6 +178,7 @@ def _judgement_filter(
     min_score: float | None,
     max_score: float | None,
     params: dict[str, Any],
+    annotated: bool = False,
 ) -> str | None:
     """The ``list_traces`` condition "has a judgement with all of these" (None: no such filter)."""
     conditions = []
@@ -190,8 +191,9 @@ def _judgement_filter(
         if value is not None and value != "":
             conditions.append(clause)
             params[key] = value
-    if not conditions:
+    if not conditions and not annotated:
         return None
+    conditions.append("true")
     return (
         "EXISTS (SELECT 1 FROM otel_annotations a WHERE a.trace_id = t.trace_id AND "
         + " AND ".join(conditions)
@@ -315,6 +317,15 @@ class TraceStore:
             self._has_annotations = bool(row and next(iter(row.values())))
         return self._has_annotations
 
+    def _badges(self, cur: psycopg.Cursor[dict[str, Any]], ids: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+        """trace id → its judgements grouped (name, label, score, kind, n), for a page of traces."""
+        badges: dict[Any, list[dict[str, Any]]] = {}
+        if self._annotated(cur):
+            cur.execute(statements.PAGE_BADGES, {"ids": ids})
+            for b in cur.fetchall():
+                badges.setdefault(b.pop("trace_id"), []).append(b)
+        return badges
+
     def _spans(self, cur: psycopg.Cursor[dict[str, Any]], statement: str) -> str:
         return statement.format(spans="spans_annotated" if self._annotated(cur) else "spans")
 
@@ -339,13 +350,15 @@ class TraceStore:
         label: str | None = None,
         min_score: float | None = None,
         max_score: float | None = None,
+        annotated: bool = False,
     ) -> TracePage:
         """Newest (or dearest, longest, biggest) first; ``cursor`` is a page's ``older`` or
         ``newer``. ``query`` is a case-insensitive substring of ``traces.query``; ``model`` matches
         any span's model; ``min_cost`` (USD) and ``min_duration_ms`` keep the dear and the slow.
         ``annotation`` (a judgement's name), ``label``, ``min_score`` / ``max_score`` keep the traces
         with one judgement (of the trace or a span of it) matching them all: ``annotation="thumbs",
-        label="down"`` are the thumbs-down traces. Times are UTC, as stored."""
+        label="down"`` are the thumbs-down traces; ``annotated`` keeps the traces with any judgement.
+        Times are UTC, as stored."""
         if sort not in SORTS:
             raise TraceStoreError(f"sort must be one of {', '.join(SORTS)}")
         if status is not None and status not in STATUSES:
@@ -376,7 +389,7 @@ class TraceStore:
         if query:
             where.append("t.query ILIKE %(query)s")
             params["query"] = _like(query)
-        judged = _judgement_filter(annotation, label, min_score, max_score, params)
+        judged = _judgement_filter(annotation, label, min_score, max_score, params, annotated)
         if judged:
             where.append(judged)
         direction = "older"
@@ -404,10 +417,7 @@ class TraceStore:
                 ids = [r["trace_id"] for r in rows]
                 cur.execute(statements.PAGE_EXTRAS, {"ids": ids})
                 extras = {r["trace_id"]: r for r in cur.fetchall()}
-                if self._annotated(cur):
-                    cur.execute(statements.PAGE_BADGES, {"ids": ids})
-                    for b in cur.fetchall():
-                        badges.setdefault(b.pop("trace_id"), []).append(b)
+                badges = self._badges(cur, ids)
         traces = [self._summary(r, extras.get(r["trace_id"]), badges.get(r["trace_id"])) for r in rows]
         older = newer = None
         if rows:
@@ -588,10 +598,18 @@ class TraceStore:
             cur.execute(statements.SESSION_TRACES, params)
             rows = cur.fetchall()
             answers: dict[Any, Any] = {}
+            badges: dict[Any, list[dict[str, Any]]] = {}
             if rows:
-                cur.execute(statements.ROOT_OUTPUTS, {"ids": [r["trace_id"] for r in rows]})
+                ids = [r["trace_id"] for r in rows]
+                cur.execute(statements.ROOT_OUTPUTS, {"ids": ids})
                 answers = {r["trace_id"]: r["outputs"] for r in cur.fetchall()}
-        return [SessionTurn(self._summary(r, None), r["query"], answers.get(r["trace_id"])) for r in rows]
+                badges = self._badges(cur, ids)
+        return [
+            SessionTurn(
+                self._summary(r, None, badges.get(r["trace_id"])), r["query"], answers.get(r["trace_id"])
+            )
+            for r in rows
+        ]
 
     # -- costs ------------------------------------------------------------------------------------
 

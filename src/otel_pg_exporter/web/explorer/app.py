@@ -32,9 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...query.report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
 from ...query.trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
 from ..auth import TOKEN_COOKIE, TokenGate
-from . import views
+from . import feedback, views
+from .feedback import THUMBS_NAME, Feedback, csrf_token, set_csrf_cookie
 
-__all__ = ["TOKEN_COOKIE", "create_app"]
+__all__ = ["TOKEN_COOKIE", "Feedback", "create_app"]
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -134,9 +135,18 @@ def _store(request: Request) -> TraceStore:
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page. With --allow-annotations its forms get this browser's CSRF token (set as a cookie
+    when new) and ``here`` (where to come back to after a judgement)."""
     state = request.app.state
-    html = state.templates.get_template(template).render(title=state.title, **context)
-    return HTMLResponse(html, status_code=status)
+    csrf, new = csrf_token(request) if state.feedback is not None else ("", False)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    html = state.templates.get_template(template).render(
+        title=state.title, feedback_on=state.feedback is not None, csrf=csrf, here=here, **context
+    )
+    response = HTMLResponse(html, status_code=status)
+    if new:
+        set_csrf_cookie(response, csrf)
+    return response
 
 
 def _failure(request: Request, exc: Exception) -> Response:
@@ -155,9 +165,36 @@ def _number(request: Request, name: str, default: int) -> int:
         raise TraceStoreError(f"{name} must be a number") from None
 
 
+def _decimal(request: Request, name: str) -> float | None:
+    text = request.query_params.get(name) or ""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceStoreError(f"{name} must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise TraceStoreError(f"{name} must be a finite number")
+    return value
+
+
+#: The list's "Judged" filter: value → (text, the ``list_traces`` arguments it means).
+JUDGED_FILTERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "": ("any", {}),
+    "any": ("has a judgement", {"annotated": True}),
+    "down": ("thumbs down", {"annotation": THUMBS_NAME, "label": "down"}),
+    "up": ("thumbs up", {"annotation": THUMBS_NAME, "label": "up"}),
+}
+
+
 def _list_args(request: Request) -> dict[str, Any]:
     q = request.query_params
+    judged = JUDGED_FILTERS.get(q.get("judged") or "", JUDGED_FILTERS[""])[1]
     return {
+        "annotation": q.get("annotation") or None,
+        "min_score": _decimal(request, "min_score"),
+        "max_score": _decimal(request, "max_score"),
+        **judged,
         "since": _since(q.get("window") or views.DEFAULT_WINDOW),
         "workflow": q.get("workflow") or None,
         "user_id": q.get("user") or None,
@@ -205,6 +242,8 @@ def traces(request: Request) -> Response:
         statuses=STATUSES,
         sorts=list(SORTS),
         sort_link=sort_link,
+        judged_filters=JUDGED_FILTERS,
+        review_link="/review?" + urlencode({k: v for k, v in keep.items()}),
         refresh=LIST_REFRESH_S if any(t.status == "running" for t in result.traces) else None,
     )
 
@@ -218,15 +257,12 @@ def trace(request: Request) -> Response:
         return "?" + urlencode({**keep, "offset": offset})
 
     shown_to = detail.offset + len(spans)
-    wanted = request.query_params.get("span")
-    selected = detail.span(wanted) if wanted else None
-    if selected is None and spans:  # the deepest failed span (where the error happened), else the root
-        failed = [s for s in spans if s.status in ("failed", "cancelled")]
-        selected = max(failed, key=lambda s: s.depth) if failed else spans[0]
+    selected = _selected(detail, request.query_params.get("span"))
     running = detail.trace["status"] == "running" or any(s.running for s in spans)
     return _page(
         request,
         "trace.html",
+        no_usage=_no_usage(detail.trace),
         trace=detail.trace,
         spans=spans,
         bars=views.waterfall(detail),
@@ -240,6 +276,47 @@ def trace(request: Request) -> Response:
         shown_to=shown_to,
         earlier=span_page(max(0, detail.offset - TRACE_PAGE_SPANS)) if detail.offset > 0 else None,
         later=span_page(shown_to) if shown_to < detail.total_spans else None,
+    )
+
+
+def _no_usage(trace: dict[str, Any]) -> bool:
+    """The trace's model calls reported no usage: nothing to price (not "$0")."""
+    return not trace.get("total_cost") and not (trace.get("total_tokens") or {}).get("total")
+
+
+def _selected(detail: TraceDetail, wanted: str | None) -> Any:
+    """The span a page opens on: the one asked for, else the deepest failed one, else the root."""
+    selected = detail.span(wanted) if wanted else None
+    if selected is None and detail.spans:
+        failed = [s for s in detail.spans if s.status in ("failed", "cancelled")]
+        selected = max(failed, key=lambda s: s.depth) if failed else detail.spans[0]
+    return selected
+
+
+def review(request: Request) -> Response:
+    """The traces of a list filter one after another, each with its forms; a judgement (or "next")
+    goes on to the next one (the list's keyset cursor, one trace per page)."""
+    args = {**_list_args(request), "limit": 1}
+    page = _store(request).list_traces(**args)
+    keep = {k: v for k, v in request.query_params.items() if k not in ("cursor", "span") and v}
+    next_link = "/review?" + urlencode({**keep, "cursor": page.older}) if page.older else None
+    if not page.traces:
+        return _page(request, "review.html", detail=None, next_link=None, list_link="/?" + urlencode(keep))
+    detail = _store(request).get_trace(page.traces[0].trace_id, offset=0, limit=TRACE_PAGE_SPANS)
+    if detail is None:
+        raise NotFound("no such trace (or not visible to you)")
+    selected = _selected(detail, None)
+    return _page(
+        request,
+        "review.html",
+        detail=detail,
+        trace=detail.trace,
+        no_usage=_no_usage(detail.trace),
+        selected=selected,
+        **views.selected_span(selected),
+        next_link=next_link,
+        after=next_link or "/?" + urlencode(keep),
+        list_link="/?" + urlencode(keep),
     )
 
 
@@ -327,6 +404,8 @@ ROUTES = [
     Route("/sessions", sessions),
     Route("/sessions/{session_id:path}", session),
     Route("/costs", costs),
+    Route("/review", review),
+    Route("/annotate", feedback.annotate, methods=["POST"]),
     Route("/api/traces", api_traces),
     Route("/api/traces/{trace_id}", api_trace),
     Mount("/static", StaticFiles(packages=[("otel_pg_exporter.web.explorer", "static")]), name="static"),
@@ -335,8 +414,15 @@ ROUTES = [
 ]
 
 
-def create_app(store: TraceStore, *, token: str | None = None, title: str = "otel-pg-exporter") -> Starlette:
-    """The explorer over ``store``. ``token``: required on every request when given."""
+def create_app(
+    store: TraceStore,
+    *,
+    token: str | None = None,
+    title: str = "otel-pg-exporter",
+    annotations: Feedback | None = None,
+) -> Starlette:
+    """The explorer over ``store``. ``token``: required on every request when given.
+    ``annotations``: the feedback forms and ``POST /annotate`` (read-only without)."""
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(SecurityHeaders), Middleware(TokenGate, token=token)],
@@ -344,5 +430,6 @@ def create_app(store: TraceStore, *, token: str | None = None, title: str = "ote
     )
     app.state.store = store
     app.state.title = title
+    app.state.feedback = annotations
     app.state.templates = _environment()
     return app
