@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,4 +108,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         print("\n".join(for_terminal(line) for line in text.split("\n")))
+    return 0
+
+
+#: ``--judged`` of otel-pg-export: value → the list filter it means.
+JUDGED: dict[str, dict[str, Any]] = {
+    "any": {"annotated": True},
+    "down": {"annotation": "thumbs", "label": "down"},
+    "up": {"annotation": "thumbs", "label": "up"},
+}
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``otel-pg-export``: the spans of the traces a filter keeps, as JSONL (an evaluation set, a
+    fine-tuning file): input, output, model, tokens, cost, the judgements and any correction."""
+    from ..query.export import DEFAULT_MAX_LINES, SpanSelection, export_lines
+
+    prog = "otel-pg-export"
+    parser = argparse.ArgumentParser(prog=prog, description=export_main.__doc__)
+    add_dsn(parser)
+    add_schema(parser)
+    parser.add_argument("--as-user", help="export as this user (profiles.id), under the seed's RLS")
+    parser.add_argument(
+        "--since", default="30d", help="24h, 7d, today, week, all, or an ISO date (default 30d)"
+    )
+    parser.add_argument("--workflow")
+    parser.add_argument("--status", choices=STATUSES)
+    parser.add_argument("--model")
+    parser.add_argument(
+        "--judged", choices=list(JUDGED), help="traces with any judgement, or a thumb down / up"
+    )
+    parser.add_argument("--annotation", help="traces with a judgement of this name")
+    parser.add_argument("--label", help="... with this label")
+    parser.add_argument("--min-score", type=float)
+    parser.add_argument("--max-score", type=float)
+    parser.add_argument(
+        "--spans",
+        choices=[s.value for s in SpanSelection],
+        default="root",
+        help="root: one line per trace (question and answer, default); llm: each model call; "
+        "judged: spans with judgements of their own; all",
+    )
+    parser.add_argument("--max-lines", type=int, default=DEFAULT_MAX_LINES)
+    parser.add_argument("--output", "-o", help="write here (created readable by you only), not to stdout")
+    args = parse(parser, argv)
+    dsn, _ = resolve_dsn(args.dsn)
+    filters: dict[str, Any] = {
+        "since": view.since_of(args.since),
+        "workflow": args.workflow,
+        "status": args.status,
+        "model": args.model,
+        "annotation": args.annotation,
+        "label": args.label,
+        "min_score": args.min_score,
+        "max_score": args.max_score,
+        **JUDGED.get(args.judged or "", {}),
+    }
+    out = sys.stdout
+    try:
+        if args.output:
+            # trace content: readable by its owner only, and never through a link planted there
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            out = os.fdopen(fd, "w", encoding="utf-8")
+        lines = 0
+        with TraceStore(args.dsn, schema=args.schema, as_user=args.as_user) as store:
+            for line in export_lines(store, spans=args.spans, max_lines=max(1, args.max_lines), **filters):
+                out.write(line)
+                lines += 1
+    except OSError as exc:
+        return fail(prog, f"cannot write {args.output}: {exc.strerror}", dsn)
+    except OtelPgError as exc:
+        return fail(prog, str(exc), dsn)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{prog}: {lines} lines", file=sys.stderr)
     return 0

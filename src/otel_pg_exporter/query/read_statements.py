@@ -73,3 +73,31 @@ SELECT coalesce(s.error_type, '(no type)') AS error_type, count(*) AS spans,
 FROM spans s
 WHERE s.status IN ('failed', 'cancelled') AND s.started_at >= %(since)s AND s.started_at < %(until)s
 GROUP BY 1 ORDER BY count(*) DESC, max(s.started_at) DESC LIMIT %(limit)s"""
+
+#: The export's spans (``query.export``): which spans of the traces become lines.
+EXPORT_SELECTIONS: dict[str, str] = {
+    "root": "s.parent_span_id IS NULL AND s.status <> 'pending'",
+    "llm": "s.span_type IN ('llm', 'embedding')",
+    "judged": "s.evaluation ? 'annotations'",
+    "all": "s.status <> 'pending'",
+}
+EXPORT_SPANS = """
+SELECT s.trace_id, s.span_id, t.workflow_id AS workflow, t.query, s.name, s.span_type, s.status,
+       s.model, s.provider, s.inputs AS input, s.outputs AS output, s.tokens, s.cost, s.error,
+       s.error_type, s.started_at, s.duration_ms,
+       coalesce(s.evaluation -> 'annotations', '[]'::jsonb) AS annotations
+FROM {spans} s JOIN traces t ON t.trace_id = s.trace_id
+WHERE s.trace_id = ANY(%(ids)s) AND {selection}
+ORDER BY t.started_at DESC, s.trace_id, s.started_at NULLS FIRST, s.span_id"""
+#: The judgements of many traces themselves (and of their sessions), for the export's lines.
+EXPORT_TRACE_ANNOTATIONS = """
+SELECT t.trace_id, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+           'target', a.target_kind, 'name', a.name, 'score', a.score, 'label', a.label,
+           'explanation', a.explanation, 'correction', a.correction, 'annotator_kind', a.annotator_kind,
+           'annotator', nullif(a.annotator, ''), 'identifier', nullif(a.identifier, '')))
+         ORDER BY a.updated_at DESC) AS annotations
+FROM traces t JOIN otel_annotations a
+  ON (a.target_kind = 'trace' AND a.trace_id = t.trace_id)
+  OR (a.target_kind = 'session' AND a.session_id = t.metadata ->> 'session_id')
+WHERE t.trace_id = ANY(%(ids)s)
+GROUP BY t.trace_id"""

@@ -85,6 +85,7 @@ def report_data(
         (tomorrow - timedelta(days=90), tomorrow),
     ).fetchone()["n"]
     budgets = cur.execute("SELECT * FROM check_budgets(%s)", (today,)).fetchall()
+    quality = quality_data(cur, window)
     return {
         "as_of": today,
         "days": days,
@@ -98,7 +99,81 @@ def report_data(
         "no_usage_calls": no_usage,
         "history_days": history_days,
         "budgets": budgets,
+        **quality,
     }
+
+
+#: Each trace's judgements, summed: thumbs given and thumbs down, and the other scores (mean).
+_PER_TRACE_JUDGEMENTS = """per_trace AS (
+    SELECT a.trace_id,
+           count(*) FILTER (WHERE a.name = 'thumbs') AS thumbs,
+           count(*) FILTER (WHERE a.name = 'thumbs' AND a.label = 'down') AS thumbs_down,
+           sum(a.score) FILTER (WHERE a.name <> 'thumbs') AS score_sum,
+           count(a.score) FILTER (WHERE a.name <> 'thumbs') AS scores
+    FROM otel_annotations a WHERE a.trace_id IS NOT NULL GROUP BY 1
+)"""
+_QUALITY_COLUMNS = """count(*) AS traces, count(p.trace_id) AS judged,
+       coalesce(sum(p.thumbs), 0) AS thumbs, coalesce(sum(p.thumbs_down), 0) AS thumbs_down,
+       sum(p.thumbs_down)::numeric / nullif(sum(p.thumbs), 0) AS thumbs_down_share,
+       sum(p.score_sum) / nullif(sum(p.scores), 0) AS mean_score"""
+_IN_WINDOW = "t.started_at >= %(since)s AND t.started_at < %(today)s::date + 1"
+
+QUALITY_BY_WORKFLOW = f"""
+WITH {_PER_TRACE_JUDGEMENTS}
+SELECT t.workflow_id AS name, sum(coalesce(t.total_cost, 0)) AS cost,
+       sum(coalesce((t.metadata ->> 'model_calls')::int, 0)) AS calls, {_QUALITY_COLUMNS}
+FROM traces t LEFT JOIN per_trace p ON p.trace_id = t.trace_id
+WHERE {_IN_WINDOW}
+GROUP BY 1 HAVING count(p.trace_id) > 0 ORDER BY 2 DESC, 1 LIMIT 10"""
+
+#: A trace counts for every model it called (its cost for a model: that model's calls in it).
+QUALITY_BY_MODEL = f"""
+WITH {_PER_TRACE_JUDGEMENTS},
+by_model AS (
+    SELECT s.trace_id, s.model, sum(coalesce(s.cost, 0)) AS cost, count(*) AS calls
+    FROM spans s JOIN traces t ON t.trace_id = s.trace_id
+    WHERE s.model IS NOT NULL AND s.span_type IN ('llm', 'embedding') AND {_IN_WINDOW}
+    GROUP BY 1, 2
+)
+SELECT m.model AS name, sum(m.cost) AS cost, sum(m.calls) AS calls, {_QUALITY_COLUMNS}
+FROM by_model m LEFT JOIN per_trace p ON p.trace_id = m.trace_id
+GROUP BY 1 HAVING count(p.trace_id) > 0 ORDER BY 2 DESC, 1 LIMIT 10"""
+
+QUALITY_BY_DAY = f"""
+WITH {_PER_TRACE_JUDGEMENTS}
+SELECT t.started_at::date AS day, sum(coalesce(t.total_cost, 0)) AS cost, {_QUALITY_COLUMNS}
+FROM traces t JOIN per_trace p ON p.trace_id = t.trace_id
+WHERE {_IN_WINDOW}
+GROUP BY 1 ORDER BY 1"""
+
+
+def quality_data(cur: psycopg.Cursor[Any], window: dict[str, Any]) -> dict[str, Any]:
+    """Quality next to cost, per workflow, per model and per day, over the judged traces of the
+    window: traces and how many were judged, thumbs given and the share down, the mean of the
+    other scores. Empty lists when migration 009 is not installed or nothing was judged."""
+    row = cur.execute("SELECT to_regclass('otel_annotations') IS NOT NULL AS present").fetchone()
+    if not row or not row["present"]:
+        return {"quality_workflows": [], "quality_models": [], "quality_days": []}
+    return {
+        "quality_workflows": cur.execute(QUALITY_BY_WORKFLOW, window).fetchall(),
+        "quality_models": cur.execute(QUALITY_BY_MODEL, window).fetchall(),
+        "quality_days": cur.execute(QUALITY_BY_DAY, window).fetchall(),
+    }
+
+
+def quality_line(r: dict[str, Any]) -> str:
+    """One row of quality next to cost, as the text report and the explorer print it."""
+    share = r.get("thumbs_down_share")
+    mean = r.get("mean_score")
+    return (
+        f"{r['judged']}/{r['traces']} judged  "
+        + (
+            f"{float(share) * 100:.0f}% thumbs down ({r['thumbs_down']}/{r['thumbs']})"
+            if share is not None
+            else "no thumbs"
+        )
+        + (f"  mean score {float(mean):.2f}" if mean is not None else "")
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,6 +222,16 @@ def render_text(report: dict[str, Any], width: int = 40) -> str:
                 f"  {for_terminal(r['name'])[:40]:<40} {float(r['cost']):10.4f}  {r['calls']:>6} calls  "
                 f"{r['tokens']:>9} tokens"
             )
+        lines.append("")
+    for title, key in (("quality by workflow", "quality_workflows"), ("quality by model", "quality_models")):
+        lines.append(f"{title} (judged traces: thumbs down, mean score, next to cost)")
+        for r in report.get(key) or []:
+            lines.append(
+                f"  {for_terminal(r['name'])[:40]:<40} {float(r['cost']):10.4f}  {r['calls']:>6} calls  "
+                + quality_line(r)
+            )
+        if not report.get(key):
+            lines.append("  (nothing judged in this window)")
         lines.append("")
     lines.append("unpriced models (cost unknown, not zero)")
     for r in report["unpriced_models"] or [

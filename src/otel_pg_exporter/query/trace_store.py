@@ -562,6 +562,29 @@ class TraceStore:
             except psycopg.errors.InsufficientPrivilege:
                 raise TraceStoreForbidden("not allowed to write this judgement") from None
 
+    def export_rows(self, trace_ids: list[uuid.UUID], selection: str = "root") -> list[dict[str, Any]]:
+        """The export's rows for some traces (``query.export`` pages through a filter with it):
+        the chosen spans, each with its judgements and its trace's (``trace_annotations``)."""
+        if selection not in statements.EXPORT_SELECTIONS:
+            raise TraceStoreError(f"spans must be one of {', '.join(statements.EXPORT_SELECTIONS)}")
+        with self._read() as cur:
+            annotated = self._annotated(cur)
+            where = statements.EXPORT_SELECTIONS[selection]
+            if selection == "judged" and not annotated:
+                return []
+            statement = statements.EXPORT_SPANS.format(
+                spans="spans_annotated" if annotated else "spans", selection=where
+            )
+            cur.execute(statement, {"ids": trace_ids})  # type: ignore[arg-type]
+            rows = cur.fetchall()
+            of_trace: dict[Any, Any] = {}
+            if annotated and rows:
+                cur.execute(statements.EXPORT_TRACE_ANNOTATIONS, {"ids": trace_ids})
+                of_trace = {r["trace_id"]: r["annotations"] for r in cur.fetchall()}
+        for row in rows:
+            row["trace_annotations"] = of_trace.get(row["trace_id"], [])
+        return rows
+
     # -- sessions ---------------------------------------------------------------------------------
 
     def sessions(

@@ -24,11 +24,12 @@ from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...query.export import DEFAULT_MAX_LINES, SpanSelection, export_lines
 from ...query.report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
 from ...query.trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
 from ..auth import TOKEN_COOKIE, TokenGate
@@ -243,7 +244,8 @@ def traces(request: Request) -> Response:
         sorts=list(SORTS),
         sort_link=sort_link,
         judged_filters=JUDGED_FILTERS,
-        review_link="/review?" + urlencode({k: v for k, v in keep.items()}),
+        review_link="/review?" + urlencode(keep),
+        export_link="/export.jsonl?" + urlencode(keep),
         refresh=LIST_REFRESH_S if any(t.status == "running" for t in result.traces) else None,
     )
 
@@ -390,6 +392,25 @@ def api_trace(request: Request) -> Response:
     )
 
 
+#: Lines one download holds at most.
+EXPORT_MAX_LINES = 100_000
+
+
+def export(request: Request) -> Response:
+    """``/export.jsonl``: the list's filter as JSONL (``?spans=root|llm|judged|all``), a download."""
+    args = {k: v for k, v in _list_args(request).items() if k not in ("cursor", "limit")}
+    spans = request.query_params.get("spans") or SpanSelection.ROOT.value
+    if spans not in {s.value for s in SpanSelection}:
+        raise TraceStoreError("spans must be one of " + ", ".join(s.value for s in SpanSelection))
+    most = max(1, min(_number(request, "max_lines", DEFAULT_MAX_LINES), EXPORT_MAX_LINES))
+    _store(request).list_traces(**args, limit=1)  # a bad filter is a 400 now, not a cut-off download
+    return StreamingResponse(
+        export_lines(_store(request), spans=spans, max_lines=most, **args),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": 'attachment; filename="traces.jsonl"'},
+    )
+
+
 def favicon(request: Request) -> Response:
     return Response(status_code=204)
 
@@ -405,6 +426,7 @@ ROUTES = [
     Route("/sessions/{session_id:path}", session),
     Route("/costs", costs),
     Route("/review", review),
+    Route("/export.jsonl", export),
     Route("/annotate", feedback.annotate, methods=["POST"]),
     Route("/api/traces", api_traces),
     Route("/api/traces/{trace_id}", api_trace),
