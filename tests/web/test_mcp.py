@@ -365,3 +365,47 @@ def test_as_a_user_the_tools_and_the_sql_never_return_another_users_traces(make_
         finally:
             store.close()
             drop_exporter_role(dsn, "otel_pg_reader")
+
+
+def test_an_agent_records_and_reads_judgements_only_when_allowed(mcp_db: str, stored: dict[str, str]) -> None:
+    def params(*extra: str) -> StdioServerParameters:
+        return StdioServerParameters(
+            command=str(BIN / "otel-pg-mcp"),
+            args=["--dsn", mcp_db, *extra],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    async def read_only() -> None:
+        async with Client(params()) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert "annotations" in tools and "annotate" not in tools
+
+    async def judging() -> None:
+        async with Client(params("--allow-annotations", "--annotator", "claude-review")) as client:
+            written = _result(
+                await client.call_tool(
+                    "annotate",
+                    {
+                        "target": stored["trace_hex"],
+                        "name": "root-cause-found",
+                        "label": "rate limit",
+                        "score": 1,
+                        "explanation": "429 from the provider; add retries with backoff",
+                    },
+                )
+            )
+            assert written["written"]["target_kind"] == "trace"
+            bad = await client.call_tool("annotate", {"target": stored["trace_hex"], "name": "empty"})
+            assert bad.is_error and "needs a score, a label" in bad.content[0].text
+            found = _result(await client.call_tool("annotations", {"trace_id": stored["trace_hex"]}))
+            (one,) = found["annotations"]
+            assert (one["name"], one["label"], one["annotator_kind"], one["annotator"], one["source"]) == (
+                "root-cause-found",
+                "rate limit",
+                "llm",
+                "claude-review",
+                "mcp",
+            )
+
+    asyncio.run(read_only())
+    asyncio.run(judging())

@@ -14,6 +14,7 @@ from .arguments import add_server, fail, parse
 
 #: Where ``query_sql`` connects when ``--sql-dsn`` is not given (a read-only role).
 SQL_DSN_ENV = "OTEL_PG_MCP_SQL_DSN"
+ANNOTATIONS_DSN_ENV = "OTEL_PG_MCP_ANNOTATIONS_DSN"
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,6 +37,18 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"offer query_sql, connecting with this read-only role (default ${SQL_DSN_ENV}; "
         "see sql/roles/otel_reader_role.sql); without it the tool is not offered",
     )
+    parser.add_argument(
+        "--allow-annotations",
+        action="store_true",
+        help="offer the annotate tool: the agent records judgements (kind llm) of traces, spans, sessions",
+    )
+    parser.add_argument(
+        "--annotations-dsn",
+        default=os.environ.get(ANNOTATIONS_DSN_ENV),
+        help=f"write judgements with this DSN (default ${ANNOTATIONS_DSN_ENV}, else --dsn; see "
+        "sql/roles/otel_annotator_role.sql)",
+    )
+    parser.add_argument("--annotator", default="mcp-agent", help="who the judgements are from")
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     return parse(parser, argv)
 
@@ -54,9 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = TraceStore(args.dsn, schema=args.schema, as_user=args.as_user, as_role=args.as_role)
         store.list_traces(limit=1)  # fail now, with one line
+        writer = (
+            TraceStore(
+                args.annotations_dsn or args.dsn,
+                schema=args.schema,
+                as_user=args.as_user,
+                as_role=args.as_role,
+                pool_size=1,
+            )
+            if args.allow_annotations
+            else None
+        )
     except OtelPgError as exc:
         return fail(prog, str(exc), dsn)
-    server = build_server(store, McpOptions(sql_dsn=args.sql_dsn, schema=args.schema, as_user=args.as_user))
+    options = McpOptions(
+        sql_dsn=args.sql_dsn,
+        schema=args.schema,
+        as_user=args.as_user,
+        annotations=writer,
+        annotator=args.annotator,
+    )
+    server = build_server(store, options)
     try:
         if not args.http:
             print(f"{prog}: serving {describe(dsn)} over stdio", file=sys.stderr, flush=True)
@@ -73,4 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(app, args.host, args.port, token=args.token, allow_hosts=args.allow_host)
     finally:
         store.close()
+        if writer is not None:
+            writer.close()
     return 0

@@ -13,11 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from uuid import UUID
+
+from opentelemetry import trace as otel_trace
 
 from ..errors import OtelPgError
 from ..schema.tables import (
@@ -27,7 +31,11 @@ from ..schema.tables import (
     ANNOTATOR_KINDS,
 )
 from . import conventions as cv
+from .ids import span_uuid, trace_uuid
 from .sanitize import clean_text
+
+_OTEL_TRACE_HEX = re.compile(r"[0-9a-f]{32}")
+_OTEL_SPAN_HEX = re.compile(r"[0-9a-f]{16}")
 
 
 class AnnotationError(OtelPgError, ValueError):
@@ -166,6 +174,36 @@ class Annotation:
             "source": self.source,
             "metadata": dict(self.metadata),
         }
+
+
+def target_of(target: Any) -> Target | uuid.UUID:
+    """A ``Target`` for what the caller holds: a ``Target``; an OTel span or span context (its
+    span); 32 hex digits (an OTel trace id); any other text (a session id). A UUID (or its text) is
+    returned as is: whether it names a span or a trace is known only to the database."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, otel_trace.Span):
+        target = target.get_span_context()
+    if isinstance(target, otel_trace.SpanContext):
+        if not target.is_valid:
+            raise AnnotationError("the span context is not valid (no trace or span id)")
+        return Target.span(span_uuid(target.trace_id, target.span_id), trace_uuid(target.trace_id))
+    if isinstance(target, uuid.UUID):
+        return target
+    if isinstance(target, str):
+        text = target.strip()
+        if _OTEL_TRACE_HEX.fullmatch(text.lower()):
+            return Target.trace(trace_uuid(int(text, 16)))
+        if _OTEL_SPAN_HEX.fullmatch(text.lower()):
+            raise AnnotationError(
+                "an OTel span id alone names no span (it is unique only within its trace): pass the "
+                "span, its context, or the stored span UUID (span_uuid(trace_id, span_id))"
+            )
+        try:
+            return uuid.UUID(text) if len(text) == 36 else Target.session(text)
+        except ValueError:
+            return Target.session(text)
+    raise AnnotationError(f"cannot annotate a {type(target).__name__}: pass a span, a trace or a session id")
 
 
 def _json(value: Any) -> str:

@@ -33,9 +33,9 @@ from ..config.dsn import resolve_dsn, safe_message
 from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
-from ..pipeline.annotations import Annotation, AnnotatorKind, TargetKind, rows_json
+from ..pipeline.annotations import Annotation, AnnotatorKind, Target, TargetKind, rows_json, target_of
 from ..schema.tables import TRACE_STATUSES
-from ..store.annotations import upsert_annotations
+from ..store.annotations import WHAT_IS, upsert_annotations
 from . import read_statements as statements
 from .trace_tree import SpanNode, TraceDetail, build_tree, nest, span_node, start_key, tree_order
 
@@ -540,6 +540,21 @@ class TraceStore:
                 return []
             cur.execute(statement, params)  # type: ignore[arg-type]
             return list(cur.fetchall())
+
+    def resolve_target(self, target: Any) -> Target:
+        """What ``target`` names (``pipeline.annotations.target_of``); a bare UUID is looked up, as
+        a span, else a trace, visible to this reader."""
+        where = target_of(target)
+        if isinstance(where, Target):
+            return where
+        with self._read() as cur:
+            cur.execute(WHAT_IS, {"id": where})
+            row = cur.fetchone() or {}
+        if row.get("span_trace") is not None:
+            return Target.span(where, row["span_trace"])
+        if row.get("is_trace"):
+            return Target.trace(where)
+        raise TraceStoreNotFound(f"no span or trace {where} (or not visible to you)")
 
     def annotate(self, annotation: Annotation) -> None:
         """Write one judgement (the explorer's and otel-pg-mcp's forms). With ``as_user`` it is

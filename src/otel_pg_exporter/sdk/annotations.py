@@ -12,7 +12,6 @@ written at once (the row names the span and waits for it if the span is not expo
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -25,12 +24,18 @@ from opentelemetry import trace as otel_trace
 from ..config.dsn import resolve_dsn
 from ..connection import connect, translate_error
 from ..pipeline import conventions as cv
-from ..pipeline.annotations import Annotation, AnnotationError, AnnotatorKind, Target, TargetKind, rows_json
-from ..pipeline.ids import span_uuid, trace_uuid
+from ..pipeline.annotations import (
+    Annotation,
+    AnnotationError,
+    AnnotatorKind,
+    Target,
+    TargetKind,
+    rows_json,
+    target_of,
+)
+from ..pipeline.ids import trace_uuid
 from ..store.annotations import WHAT_IS, upsert_annotations
 
-_OTEL_TRACE_HEX = re.compile(r"[0-9a-f]{32}")
-_OTEL_SPAN_HEX = re.compile(r"[0-9a-f]{16}")
 #: Rows per statement in ``annotate_many``.
 MANY_CHUNK = 1000
 
@@ -40,36 +45,6 @@ class Annotated(str, Enum):
 
     DEFERRED = "deferred"  # an event on the open span: stored with the span
     WRITTEN = "written"  # the span had ended: written now
-
-
-def target_of(target: Any) -> Target | uuid.UUID:
-    """A ``Target`` for what the caller holds: a ``Target``; an OTel span or span context (its
-    span); 32 hex digits (an OTel trace id); any other text (a session id). A UUID (or its text) is
-    returned as is: whether it names a span or a trace is known only to the database."""
-    if isinstance(target, Target):
-        return target
-    if isinstance(target, otel_trace.Span):
-        target = target.get_span_context()
-    if isinstance(target, otel_trace.SpanContext):
-        if not target.is_valid:
-            raise AnnotationError("the span context is not valid (no trace or span id)")
-        return Target.span(span_uuid(target.trace_id, target.span_id), trace_uuid(target.trace_id))
-    if isinstance(target, uuid.UUID):
-        return target
-    if isinstance(target, str):
-        text = target.strip()
-        if _OTEL_TRACE_HEX.fullmatch(text.lower()):
-            return Target.trace(trace_uuid(int(text, 16)))
-        if _OTEL_SPAN_HEX.fullmatch(text.lower()):
-            raise AnnotationError(
-                "an OTel span id alone names no span (it is unique only within its trace): pass the "
-                "span, its context, or the stored span UUID (span_uuid(trace_id, span_id))"
-            )
-        try:
-            return uuid.UUID(text) if len(text) == 36 else Target.session(text)
-        except ValueError:
-            return Target.session(text)
-    raise AnnotationError(f"cannot annotate a {type(target).__name__}: pass a span, a trace or a session id")
 
 
 def _resolved(cur: psycopg.Cursor[Any], target: Target | uuid.UUID) -> Target:

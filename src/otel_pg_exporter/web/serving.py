@@ -26,6 +26,8 @@ HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 #: Open connections (and requests in progress) a server takes; more are answered 503.
 MAX_CONNECTIONS = 128
+
+
 def _guarded_protocol() -> type:
     """uvicorn's h11 protocol with a deadline for request headers (uvicorn has none: a client that
     sends half a request line keeps its connection for as long as it likes)."""

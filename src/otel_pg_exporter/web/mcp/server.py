@@ -18,6 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ...errors import OtelPgError
+from ...pipeline.annotations import Annotation, AnnotatorKind
 from ...query import outline as view
 from ...query import questions
 from ...query.sql_tool import MAX_BYTES, MAX_ROWS, TIMEOUT_MS, run_read_only
@@ -56,6 +57,9 @@ class McpOptions:
     sql_dsn: str | None = None
     schema: str | None = None
     as_user: str | None = None
+    #: the store judgements are written through (``--allow-annotations``; None: no annotate tool)
+    annotations: TraceStore | None = None
+    annotator: str = "mcp-agent"
 
 
 def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPServer:
@@ -174,6 +178,65 @@ def build_server(store: TraceStore, options: McpOptions | None = None) -> MCPSer
                 "truncated": result.truncated,
                 "reason": result.reason,
             }
+
+    @tool(
+        "Judgements (annotations) of a trace (and its spans), a span or a session, newest first: name, "
+        "label, score, explanation, correction, annotator kind (human, user = the app's end user, llm, "
+        "code). Give one of trace_id / span_id / session_id, or none for the latest of all."
+    )
+    def annotations(
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        session_id: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        return {
+            "annotations": [
+                view.plain(a)
+                for a in store.annotations(
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    session_id=session_id,
+                    name=name,
+                    label=label,
+                    limit=max(1, min(limit, 200)),
+                )
+            ]
+        }
+
+    if opts.annotations is not None:
+        writer = opts.annotations
+
+        @tool(
+            "Record your judgement of a trace, a span or a session (kind llm; writing the same name "
+            "again updates it). target: a trace id (OTel hex or UUID), a span id (UUID from get_trace) "
+            "or a session id. Give a score (number), a label (e.g. correct / incorrect) and/or an "
+            "explanation; correction: the output that should have been (any JSON)."
+        )
+        def annotate(
+            target: str,
+            name: str,
+            score: float | None = None,
+            label: str | None = None,
+            explanation: str | None = None,
+            correction: Any = None,
+        ) -> dict[str, Any]:
+            where = writer.resolve_target(target)
+            judgement = Annotation.checked(
+                where,
+                name,
+                score=score,
+                label=label,
+                explanation=explanation,
+                correction=correction,
+                kind=AnnotatorKind.LLM,
+                annotator=opts.annotator,
+                source="mcp",
+            )
+            writer.annotate(judgement)
+            return {"written": {"target": where.kind.value, "name": judgement.name, **judgement.row()}}
 
     @server.prompt(
         description="Diagnose one trace: what happened, where it failed, what it cost, what to fix."
