@@ -80,6 +80,16 @@ def test_make_demo_against_a_given_database(empty_db: str) -> None:
             ("llm", "openai.RateLimitError"),
             ("workflow", "openai.RateLimitError"),
         ]
+        # the demo's judgements: an LLM judge on each answered run (deferred onto its root span),
+        # the end user's thumbs down on the failed one
+        judged = conn.execute(
+            "SELECT a.name, a.annotator_kind, a.source, t.status FROM otel_annotations a"
+            " JOIN traces t USING (trace_id) ORDER BY 1, 4"
+        ).fetchall()
+        assert [tuple(r.values()) for r in judged] == [("helpfulness", "llm", "ingest", "completed")] * 5 + [
+            ("thumbs", "user", "api", "failed")
+        ]
+    assert "6/6 judged  100% thumbs down (1/1)  mean score 0.82" in proc.stdout
     assert "sk-demo" not in proc.stdout + proc.stderr
     unpriced = proc.stdout.split("unpriced models")[1].split("calls without token usage")[0]
     assert "gpt-4o-mini" not in unpriced  # the demo's own figures are honest
@@ -122,7 +132,9 @@ def test_demo_runs_keep_and_stop_with_its_own_data_dir() -> None:
 
         shell_line = proc.stdout.split("or read it from a shell:")[1].splitlines()[0]
         read = subprocess.run(shlex.split(shell_line), capture_output=True, text=True, timeout=60)
-        assert read.returncode == 0 and read.stdout == "no failures\n", read.stdout + read.stderr  # 2 runs: no 429
+        assert read.returncode == 0 and read.stdout == "no failures\n", (
+            read.stdout + read.stderr
+        )  # 2 runs: no 429
         listing = shlex.split(shell_line.replace(" failures ", " traces "))
         read = subprocess.run(listing, capture_output=True, text=True, timeout=60)
         assert read.stdout.count("support-agent") == 2, read.stdout + read.stderr

@@ -96,7 +96,7 @@ def run_agent(runs: int) -> list[str]:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
     from opentelemetry.trace import Status, StatusCode
 
-    from .. import configure
+    from .. import annotate_current_span, configure
     from .fakeai import FakeOpenAI
 
     logging.getLogger("opentelemetry.attributes").setLevel(
@@ -128,6 +128,16 @@ def run_agent(runs: int) -> list[str]:
                 with tracer.start_as_current_span("support-agent run", attributes=attrs) as root:
                     try:
                         _agent(tracer, client, question)
+                        # an LLM judge scoring the answer inside the request: deferred onto the
+                        # span, stored with it
+                        annotate_current_span(
+                            "helpfulness",
+                            score=0.9 - 0.1 * (run % 3),
+                            label="helpful",
+                            explanation="answers with the forecast the tool returned",
+                            kind="llm",
+                            annotator="demo-judge",
+                        )
                     except openai.APIError as exc:
                         root.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc.message}"))
                         # OTel's error.type: the fully qualified class name (one spelling per error)
@@ -138,6 +148,30 @@ def run_agent(runs: int) -> list[str]:
         instrumentor.uninstrument()
         provider.shutdown()
     return executions
+
+
+def judge_failed_runs(dsn: str, executions: Sequence[str]) -> int:
+    """The end user of each failed run gives it a thumbs down (as an app would, through RLS)."""
+    from .. import annotate
+
+    with psycopg.connect(dsn) as conn:
+        failed = conn.execute(
+            "SELECT trace_id, coalesce(user_id::text, metadata ->> 'user', '') FROM traces"
+            " WHERE execution_id = ANY(%s) AND status = 'failed'",
+            (list(executions),),
+        ).fetchall()
+    for trace_id, user_id in failed:
+        annotate(
+            trace_id,
+            "thumbs",
+            label="down",
+            score=0.0,
+            explanation="It never answered my question.",
+            kind="user",
+            annotator=user_id,
+            dsn=dsn,
+        )
+    return len(failed)
 
 
 def _agent(tracer: Any, client: Any, question: str) -> None:
@@ -282,7 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(f"App: {args.runs} runs of an instrumented openai agent against a fake OpenAI on 127.0.0.1 …")
         executions = run_agent(args.runs)
+        thumbs_down = judge_failed_runs(dsn, executions)
         print_report(dsn, executions)
+        print(
+            f"\nJudgements: an LLM judge scored each answered run (helpfulness); the user of each "
+            f"failed run gave it a thumbs down ({thumbs_down}). In SQL: SELECT name, label, score, "
+            "annotator_kind FROM otel_annotations;"
+        )
         from ..query.report import build_report, render_text
 
         print("\n$ otel-pg-report --days 7 --horizon 7\n")
@@ -292,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("  e.g. SELECT span_type, name, model, tokens FROM spans ORDER BY started_at DESC;")
             ui = Path(sys.executable).parent / "otel-pg-ui"
             target = "" if server is None else f' --dsn "{redact(dsn, dsn)}"'
-            print(f"Explore in a browser:  {ui}{target}   then open http://127.0.0.1:8400/")
+            print(
+                f"Explore in a browser:  {ui}{target} --allow-annotations   then open http://127.0.0.1:8400/"
+            )
             bin_dir = Path(sys.executable).parent
             mcp = bin_dir / "otel-pg-mcp"
             print(f"Point a coding agent at it (MCP):  claude mcp add otel-pg -- {mcp}{target}")
