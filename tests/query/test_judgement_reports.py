@@ -67,7 +67,7 @@ def test_quality_next_to_cost(judged_runs) -> None:
         urllib.request.urlopen(f"{site.url}/costs", timeout=10) as r,
     ):
         page = r.read().decode()
-    assert 'id="quality_workflows"' in page and "67% 👎 (2/3)" in page and "mean 0.55" in page
+    assert 'id="quality_workflows"' in page and "67% thumbs down (2/3)" in page and "mean 0.55" in page
 
 
 def _stored(dsn: str, trace_ids: list) -> dict:
