@@ -145,3 +145,25 @@ def test_spans_without_judgements_carry_none() -> None:
     spans = by_name(capture.take())
     assert encode_span(map_span(spans["plain"]), Limits()).annotations is None  # OpenLIT scalars: no name
     assert TargetKind("session") is TargetKind.SESSION
+
+
+def test_judgements_survive_the_spool_and_older_records_still_read() -> None:
+    import zlib
+
+    from otel_pg_exporter.delivery.spool_codec import HEADER, decode_record, encode_batch
+
+    capture = Capture()
+    with capture.tracer.start_as_current_span("judged") as span:
+        span.add_event(
+            "gen_ai.evaluation.result", {"gen_ai.evaluation.name": "q", "gen_ai.evaluation.score.label": "ok"}
+        )
+    encoded = encode_span(map_span(capture.take()[0]), Limits())
+    assert encoded.annotations is not None and json.loads(encoded.annotations)[0]["label"] == "ok"
+    payload = encode_batch([encoded])[HEADER.size :]
+    (item,), _ = decode_record(payload)
+    assert item.annotations == encoded.annotations
+    # a record spooled before judgements existed has no such field: it reads as none
+    doc = json.loads(zlib.decompress(payload))
+    del doc["spans"][0]["annotations"]
+    (old,), _ = decode_record(zlib.compress(json.dumps(doc).encode()))
+    assert old.annotations is None and old.row == encoded.row
