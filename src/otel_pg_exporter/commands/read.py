@@ -14,7 +14,7 @@ from ..config.dsn import resolve_dsn
 from ..errors import OtelPgError
 from ..query import outline as view
 from ..query import questions
-from ..query.trace_store import SORTS, STATUSES, TraceStore
+from ..query.trace_store import JUDGED, SORTS, STATUSES, TraceStore
 from ..terminal import for_terminal
 from .arguments import add_dsn, add_schema, fail, parse
 
@@ -111,14 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-#: ``--judged`` of otel-pg-export: value → the list filter it means.
-JUDGED: dict[str, dict[str, Any]] = {
-    "any": {"annotated": True},
-    "down": {"annotation": "thumbs", "label": "down"},
-    "up": {"annotation": "thumbs", "label": "up"},
-}
-
-
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``otel-pg-export``: the spans of the traces a filter keeps, as JSONL (an evaluation set, a
     fine-tuning file): input, output, model, tokens, cost, the judgements and any correction."""
@@ -162,7 +154,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         "label": args.label,
         "min_score": args.min_score,
         "max_score": args.max_score,
-        **JUDGED.get(args.judged or "", {}),
+        **(JUDGED[args.judged][1] if args.judged else {}),
     }
     out = sys.stdout
     try:

@@ -34,6 +34,10 @@ from . import conventions as cv
 from .ids import span_uuid, trace_uuid
 from .sanitize import clean_text
 
+#: The thumbs: the judgement's name, and each thumb's label → score (an end user's 👍/👎).
+THUMBS_NAME = "thumbs"
+THUMBS: dict[str, float] = {"up": 1.0, "down": 0.0}
+
 _OTEL_TRACE_HEX = re.compile(r"[0-9a-f]{32}")
 _OTEL_SPAN_HEX = re.compile(r"[0-9a-f]{16}")
 

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ..connection import connect
+from ..pipeline.annotations import THUMBS_NAME
 from ..terminal import for_terminal
 
 
@@ -104,12 +105,12 @@ def report_data(
 
 
 #: Each trace's judgements, summed: thumbs given and thumbs down, and the other scores (mean).
-_PER_TRACE_JUDGEMENTS = """per_trace AS (
+_PER_TRACE_JUDGEMENTS = f"""per_trace AS (
     SELECT a.trace_id,
-           count(*) FILTER (WHERE a.name = 'thumbs') AS thumbs,
-           count(*) FILTER (WHERE a.name = 'thumbs' AND a.label = 'down') AS thumbs_down,
-           sum(a.score) FILTER (WHERE a.name <> 'thumbs') AS score_sum,
-           count(a.score) FILTER (WHERE a.name <> 'thumbs') AS scores
+           count(*) FILTER (WHERE a.name = '{THUMBS_NAME}') AS thumbs,
+           count(*) FILTER (WHERE a.name = '{THUMBS_NAME}' AND a.label = 'down') AS thumbs_down,
+           sum(a.score) FILTER (WHERE a.name <> '{THUMBS_NAME}') AS score_sum,
+           count(a.score) FILTER (WHERE a.name <> '{THUMBS_NAME}') AS scores
     FROM otel_annotations a WHERE a.trace_id IS NOT NULL GROUP BY 1
 )"""
 _QUALITY_COLUMNS = """count(*) AS traces, count(p.trace_id) AS judged,

@@ -33,9 +33,17 @@ from ..config.dsn import resolve_dsn, safe_message
 from ..connection import local_search_path, schema_name, set_local
 from ..errors import ConfigurationError, OtelPgError
 from ..failures import Failure, classify
-from ..pipeline.annotations import Annotation, AnnotatorKind, Target, TargetKind, rows_json, target_of
+from ..pipeline.annotations import (
+    THUMBS_NAME,
+    Annotation,
+    AnnotatorKind,
+    Target,
+    TargetKind,
+    rows_json,
+    target_of,
+)
 from ..schema.tables import TRACE_STATUSES
-from ..store.annotations import WHAT_IS, upsert_annotations
+from ..store.annotations import stored_target, upsert_annotations
 from . import read_statements as statements
 from .trace_tree import SpanNode, TraceDetail, build_tree, nest, span_node, start_key, tree_order
 
@@ -47,6 +55,12 @@ SORTS: dict[str, str] = {
     "tokens": "coalesce((t.total_tokens ->> 'total')::bigint, 0)",
 }
 STATUSES = TRACE_STATUSES
+#: The "judged" filter of the list (explorer, otel-pg-export): value → (text, list_traces arguments).
+JUDGED: dict[str, tuple[str, dict[str, Any]]] = {
+    "any": ("has a judgement", {"annotated": True}),
+    "down": ("thumbs down", {"annotation": THUMBS_NAME, "label": "down"}),
+    "up": ("thumbs up", {"annotation": THUMBS_NAME, "label": "up"}),
+}
 PREVIEW_CHARS = 200
 MAX_LIMIT = 500
 
@@ -548,13 +562,10 @@ class TraceStore:
         if isinstance(where, Target):
             return where
         with self._read() as cur:
-            cur.execute(WHAT_IS, {"id": where})
-            row = cur.fetchone() or {}
-        if row.get("span_trace") is not None:
-            return Target.span(where, row["span_trace"])
-        if row.get("is_trace"):
-            return Target.trace(where)
-        raise TraceStoreNotFound(f"no span or trace {where} (or not visible to you)")
+            found = stored_target(cur, where)
+        if found is None:
+            raise TraceStoreNotFound(f"no span or trace {where} (or not visible to you)")
+        return found
 
     def annotate(self, annotation: Annotation) -> None:
         """Write one judgement (the explorer's and otel-pg-mcp's forms). With ``as_user`` it is

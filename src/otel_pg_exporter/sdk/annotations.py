@@ -34,7 +34,7 @@ from ..pipeline.annotations import (
     target_of,
 )
 from ..pipeline.ids import trace_uuid
-from ..store.annotations import WHAT_IS, upsert_annotations
+from ..store.annotations import stored_target, upsert_annotations
 
 #: Rows per statement in ``annotate_many``.
 MANY_CHUNK = 1000
@@ -50,17 +50,13 @@ class Annotated(str, Enum):
 def _resolved(cur: psycopg.Cursor[Any], target: Target | uuid.UUID) -> Target:
     if isinstance(target, Target):
         return target
-    cur.execute(WHAT_IS, {"id": target})
-    row = cur.fetchone()
-    span_trace, is_trace = row if row else (None, False)
-    if span_trace is not None:
-        return Target.span(target, span_trace)
-    if is_trace:
-        return Target.trace(target)
-    raise AnnotationError(
-        f"no span or trace {target} is stored (yet): for one that has not arrived, say which it is "
-        "(Target.span(id, trace_id) or Target.trace(id))"
-    )
+    found = stored_target(cur, target)
+    if found is None:
+        raise AnnotationError(
+            f"no span or trace {target} is stored (yet): for one that has not arrived, say which it is "
+            "(Target.span(id, trace_id) or Target.trace(id))"
+        )
+    return found
 
 
 def annotate(

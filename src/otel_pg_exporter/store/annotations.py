@@ -10,9 +10,11 @@ A row that would change nothing is not rewritten (``updated_at`` stays).
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
+from ..pipeline.annotations import Target
 from ..schema.tables import ANNOTATION_CORRECTION_MAX_BYTES
 
 _FIELDS = f"""e.v ->> 'target_kind' AS target_kind,
@@ -95,6 +97,18 @@ SELECT (SELECT trace_id FROM spans WHERE span_id = %(id)s) AS span_trace,
 
 #: Judgements of targets that never arrived, older than a grace period (retention).
 SWEEP_ORPHANS = "SELECT otel_annotations_sweep_orphans(%(grace)s::interval)"
+
+
+def stored_target(cur: psycopg.Cursor[Any], target_id: UUID) -> Target | None:
+    """What a bare stored UUID names, as this reader sees it: a span (with its trace), else a
+    trace; None when neither is stored (or visible)."""
+    cur.execute(WHAT_IS, {"id": target_id})
+    row = cur.fetchone()
+    values = tuple(row.values()) if isinstance(row, dict) else tuple(row or (None, False))
+    span_trace, is_trace = values
+    if span_trace is not None:
+        return Target.span(target_id, span_trace)
+    return Target.trace(target_id) if is_trace else None
 
 
 def upsert_annotations(cur: psycopg.Cursor[Any], rows_json: str) -> int:

@@ -31,10 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...query.export import DEFAULT_MAX_LINES, SpanSelection, export_lines
 from ...query.report import MIN_HISTORY_DAYS_FOR_RANGE, month_line, svg_chart
-from ...query.trace_store import SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
+from ...query.trace_store import JUDGED, SORTS, STATUSES, TraceDetail, TraceStore, TraceStoreError
 from ..auth import TOKEN_COOKIE, TokenGate
 from . import feedback, views
-from .feedback import THUMBS_NAME, Feedback, csrf_token, set_csrf_cookie
+from .feedback import Feedback, csrf_token, set_csrf_cookie
 
 __all__ = ["TOKEN_COOKIE", "Feedback", "create_app"]
 
@@ -180,12 +180,7 @@ def _decimal(request: Request, name: str) -> float | None:
 
 
 #: The list's "Judged" filter: value → (text, the ``list_traces`` arguments it means).
-JUDGED_FILTERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "": ("any", {}),
-    "any": ("has a judgement", {"annotated": True}),
-    "down": ("thumbs down", {"annotation": THUMBS_NAME, "label": "down"}),
-    "up": ("thumbs up", {"annotation": THUMBS_NAME, "label": "up"}),
-}
+JUDGED_FILTERS: dict[str, tuple[str, dict[str, Any]]] = {"": ("any", {}), **JUDGED}
 
 
 def _list_args(request: Request) -> dict[str, Any]:

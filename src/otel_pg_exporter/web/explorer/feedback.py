@@ -24,16 +24,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ...pipeline.annotations import Annotation, AnnotationError, AnnotatorKind, Target, TargetKind
+from ...pipeline.annotations import (
+    THUMBS,
+    THUMBS_NAME,
+    Annotation,
+    AnnotationError,
+    AnnotatorKind,
+    Target,
+    TargetKind,
+)
 from ...query.trace_store import TraceStore, TraceStoreError
 
 CSRF_COOKIE = "otel_pg_csrf"
 CSRF_FIELD = "csrf"
 #: A feedback form's body at most (a comment of 20,000 characters, URL-encoded, fits).
 MAX_FORM_BYTES = 128 * 1024
-#: The thumbs: its annotation name, and each button's label → score.
-THUMBS_NAME = "thumbs"
-THUMBS: dict[str, float] = {"up": 1.0, "down": 0.0}
 DEFAULT_NAME = "review"
 
 
