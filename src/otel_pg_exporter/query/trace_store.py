@@ -186,33 +186,41 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         raise TraceStoreError(f"invalid cursor ({type(exc).__name__})") from None
 
 
-def _judgement_filter(
-    name: str | None,
-    label: str | None,
-    min_score: float | None,
-    max_score: float | None,
-    params: dict[str, Any],
-    annotated: bool = False,
-) -> str | None:
-    """The ``list_traces`` condition "has a judgement with all of these" (None: no such filter)."""
-    conditions = []
-    for key, value, clause in (
-        ("a_name", name, "a.name = %(a_name)s"),
-        ("a_label", label, "a.label = %(a_label)s"),
-        ("a_min", min_score, "a.score >= %(a_min)s"),
-        ("a_max", max_score, "a.score <= %(a_max)s"),
-    ):
-        if value is not None and value != "":
-            conditions.append(clause)
-            params[key] = value
-    if not conditions and not annotated:
-        return None
-    conditions.append("true")
-    return (
-        "EXISTS (SELECT 1 FROM otel_annotations a WHERE a.trace_id = t.trace_id AND "
-        + " AND ".join(conditions)
-        + ")"
-    )
+#: ``list_traces``' filters on the trace row: parameter → condition (given only when set).
+TRACE_FILTERS: dict[str, str] = {
+    "since": "t.started_at >= %(since)s",
+    "until": "t.started_at < %(until)s",
+    "workflow": "t.workflow_id = %(workflow)s",
+    "status": "t.status = %(status)s",
+    "min_cost": "coalesce(t.total_cost, 0) >= %(min_cost)s",
+    "min_duration_ms": "coalesce(t.total_duration_ms, 0) >= %(min_duration_ms)s",
+    "user_id": "t.user_id = %(user_id)s",
+    "model": "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND s.model = %(model)s)",
+    "query": "t.query ILIKE %(query)s",
+}
+#: ... and on its judgements: one judgement (of the trace or a span of it) meets all that are set.
+JUDGEMENT_FILTERS: dict[str, str] = {
+    "a_name": "a.name = %(a_name)s",
+    "a_label": "a.label = %(a_label)s",
+    "a_min": "a.score >= %(a_min)s",
+    "a_max": "a.score <= %(a_max)s",
+}
+
+
+def _list_conditions(
+    on_trace: dict[str, Any], on_judgement: dict[str, Any], annotated: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE conditions of a trace list and their parameters, for the filters that are set."""
+    given = {k: v for k, v in {**on_trace, **on_judgement}.items() if v is not None and v != ""}
+    where = [TRACE_FILTERS[k] for k in on_trace if k in given]
+    judged = [JUDGEMENT_FILTERS[k] for k in on_judgement if k in given]
+    if judged or annotated:
+        where.append(
+            "EXISTS (SELECT 1 FROM otel_annotations a WHERE a.trace_id = t.trace_id"
+            + "".join(f" AND {c}" for c in judged)
+            + ")"
+        )
+    return where, given
 
 
 def _like(text: str) -> str:
@@ -379,33 +387,22 @@ class TraceStore:
             raise TraceStoreError(f"status must be one of {', '.join(STATUSES)}")
         limit = max(1, min(int(limit), MAX_LIMIT))
         expr = SORTS[sort]
-        where: list[str] = []
-        params: dict[str, Any] = {"preview": PREVIEW_CHARS, "limit": limit + 1}
-        for name, value, clause in (
-            ("since", since, "t.started_at >= %(since)s"),
-            ("until", until, "t.started_at < %(until)s"),
-            ("workflow", workflow, "t.workflow_id = %(workflow)s"),
-            ("status", status, "t.status = %(status)s"),
-            ("min_cost", min_cost, "coalesce(t.total_cost, 0) >= %(min_cost)s"),
-            ("min_duration_ms", min_duration_ms, "coalesce(t.total_duration_ms, 0) >= %(min_duration_ms)s"),
-        ):
-            if value is not None and value != "":
-                where.append(clause)
-                params[name] = value
-        if user_id is not None and user_id != "":
-            where.append("t.user_id = %(user_id)s")
-            params["user_id"] = _as_uuid(user_id, "user_id")
-        if model:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND s.model = %(model)s)"
-            )
-            params["model"] = model
-        if query:
-            where.append("t.query ILIKE %(query)s")
-            params["query"] = _like(query)
-        judged = _judgement_filter(annotation, label, min_score, max_score, params, annotated)
-        if judged:
-            where.append(judged)
+        where, params = _list_conditions(
+            {
+                "since": since,
+                "until": until,
+                "workflow": workflow,
+                "status": status,
+                "min_cost": min_cost,
+                "min_duration_ms": min_duration_ms,
+                "user_id": _as_uuid(user_id, "user_id") if user_id else None,
+                "model": model or None,
+                "query": _like(query) if query else None,
+            },
+            {"a_name": annotation, "a_label": label, "a_min": min_score, "a_max": max_score},
+            annotated,
+        )
+        params.update(preview=PREVIEW_CHARS, limit=limit + 1)
         direction = "older"
         if cursor:
             direction = "newer" if cursor.startswith("n.") else "older"
