@@ -11,7 +11,13 @@ import pytest
 from opentelemetry import trace as otel_trace
 
 from otel_pg_exporter import Annotated, AnnotationError, Target, annotate_current_span, target_of
-from otel_pg_exporter.pipeline.annotations import Annotation, AnnotatorKind, TargetKind, from_evaluation
+from otel_pg_exporter.pipeline.annotations import (
+    Annotation,
+    AnnotatorKind,
+    TargetKind,
+    from_evaluation,
+    rows_json,
+)
 from otel_pg_exporter.pipeline.encoding import encode_span
 from otel_pg_exporter.pipeline.ids import span_uuid, trace_uuid
 from otel_pg_exporter.pipeline.mapping import map_span
@@ -128,10 +134,14 @@ def test_ingest_is_lenient_scrubbed_and_respects_content_capture() -> None:
         {"name": "nothing"},  # says nothing
         "not a judgement",
         {"name": "nan", "score": float("nan"), "label": "x"},
+        {"name": "huge", "correction": {"n": 10**30}, "metadata": {1: "int key"}},
     ]
     rows = from_evaluation(results, span_id=TRACE, trace_id=TRACE, scrub=build_scrubber())
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert len(rows[0]["name"]) == 255 and rows[0]["score"] == 0.25
+    assert rows[2]["correction"] == {"n": 10**30} and json.loads(rows_json(rows))[2]["metadata"] == {
+        "1": "int key"
+    }
     assert key not in rows[0]["explanation"]
     assert rows[1]["score"] is None and rows[1]["label"] == "x"
     quiet = from_evaluation(results[:1], span_id=TRACE, trace_id=TRACE, capture_content=False)

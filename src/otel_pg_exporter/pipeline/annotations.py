@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+import orjson
 from opentelemetry import trace as otel_trace
 
 from ..errors import OtelPgError
@@ -211,7 +212,10 @@ def target_of(target: Any) -> Target | uuid.UUID:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a nesting too deep: the slow way
+        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _cut(value: Any, what: str, scrub: Callable[[str], str] | None) -> str | None:
@@ -256,11 +260,12 @@ def _fields(item: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     return item, "logs" if item.get("source") == "logs" else "event"
 
 
+_KINDS: dict[str, AnnotatorKind] = {k.value: k for k in AnnotatorKind}
+
+
 def _kind(value: Any, convention: str) -> AnnotatorKind:
-    try:
-        return AnnotatorKind(str(value).lower())
-    except ValueError:
-        return AnnotatorKind(cv.ANNOTATOR_KIND_DEFAULTS[convention])
+    named = _KINDS.get(value.lower()) if isinstance(value, str) else None
+    return named or _KINDS[cv.ANNOTATOR_KIND_DEFAULTS[convention]]
 
 
 def from_evaluation(
