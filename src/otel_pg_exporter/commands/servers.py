@@ -103,12 +103,12 @@ def ui_main(argv: Sequence[str] | None = None) -> int:
 
 
 def gateway_main(argv: Sequence[str] | None = None) -> int:
-    """``otel-pg-gateway``: the OTLP/HTTP receiver (extra ``gateway``)."""
+    """``otel-pg-gateway``: the OTLP receiver, HTTP and gRPC (extra ``gateway``)."""
     prog = "otel-pg-gateway"
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Receive OTLP/HTTP traces and logs (protobuf or JSON) from any language or an OTel "
-        "Collector and store them like the in-process exporter does.",
+        description="Receive OTLP traces and logs over HTTP (protobuf or JSON) and gRPC from any language "
+        "or an OTel Collector and store them like the in-process exporter does.",
     )
     add_server(
         parser,
@@ -132,6 +132,12 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         help="batches read and written at once; more get 429 (default 8)",
     )
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=4317,
+        help="OTLP/gRPC port on the same host (default 4317; 0: no gRPC receiver)",
+    )
+    parser.add_argument(
         "--max-connections",
         type=int,
         default=MAX_CONNECTIONS,
@@ -150,6 +156,7 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         import uvicorn  # noqa: F401 (the extra's marker)
 
         from ..web.gateway.app import Gateway, create_app
+        from ..web.gateway.grpc_receiver import start_grpc
     except ImportError:
         return fail(prog, "the gateway needs its extra: pip install 'otel-pg-exporter[gateway]'", dsn)
     options: dict[str, Any] = {"schema": args.schema} if args.schema else {}
@@ -167,13 +174,28 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
     if not ready:
         print(f"{prog}: not ready yet ({why}); /readyz says so until it is", file=sys.stderr, flush=True)
     url = f"http://{args.host}:{args.port}"
-    print(f"{prog}: storing into {describe(dsn)}; OTLP/HTTP on {url}/v1/traces and {url}/v1/logs", flush=True)
-    serve(
-        create_app(gateway),
-        args.host,
-        args.port,
-        token=args.token,
-        allow_hosts=args.allow_host,
-        max_connections=args.max_connections,
+    grpc_server = None
+    if args.grpc_port:
+        try:
+            grpc_server = start_grpc(gateway, args.host, args.grpc_port)
+        except (OSError, RuntimeError) as exc:
+            gateway.close()
+            return fail(prog, f"OTLP/gRPC: {exc}", dsn)
+    grpc_note = f"; OTLP/gRPC on {args.host}:{args.grpc_port}" if grpc_server is not None else ""
+    print(
+        f"{prog}: storing into {describe(dsn)}{grpc_note}; OTLP/HTTP on {url}/v1/traces and {url}/v1/logs",
+        flush=True,
     )
+    try:
+        serve(
+            create_app(gateway),
+            args.host,
+            args.port,
+            token=args.token,
+            allow_hosts=args.allow_host,
+            max_connections=args.max_connections,
+        )
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(5).wait(10)
     return 0

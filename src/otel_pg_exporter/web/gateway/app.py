@@ -28,6 +28,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -133,6 +134,21 @@ class Refusal(Exception):
         self.retry = retry
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A request acknowledged: what it held, and what became of it (``refused``: set aside)."""
+
+    kind: str
+    decoded: Decoded
+    delivered: Delivered
+
+    def body(self, answer_as: str = PROTOBUF) -> bytes:
+        """The OTLP response (with ``partial_success`` when items were rejected or set aside)."""
+        refused = self.delivered.refused
+        reason = f"refused by the database: {self.delivered.reason}" if refused else None
+        return response_body(self.kind, self.decoded, answer_as, refused, reason)
+
+
 class Gateway:
     """The receiver's state: the exporters, the limits, the token, the counters."""
 
@@ -151,6 +167,7 @@ class Gateway:
         self._engine_token = self.engine.retain()
         self._bearer = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
+        self.max_inflight = max_inflight
         self.body_timeout_s = body_timeout_s
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._budget = ByteBudget(max(max_inflight_bytes, max_body_bytes))
@@ -290,26 +307,74 @@ class Gateway:
         the gateway's workers, answered (200 only when every item is stored, spooled or set aside)."""
         started = time.perf_counter()
         self.count("requests")
+        self.count("requests_http")
         content_type = request.headers.get("content-type", "")
         answer_as = JSON if media_type(content_type) == JSON else PROTOBUF
         try:
             declared = self._checked_headers(request, content_type)
             decoded, delivered = await self._read_and_export(request, kind, declared, content_type)
+            accepted = self.settle(kind, decoded, delivered, started)
         except Refusal as refusal:
             answer = self._retry_later if refusal.retry else self._refuse
             return answer(refusal.status, refusal.reason, answer_as, kind)
+        return Response(accepted.body(answer_as), media_type=answer_as)
+
+    def receive_body(self, kind: str, body: bytes, *, token: str | None = None) -> Accepted:
+        """One export request whose protobuf body a transport has read already (OTLP/gRPC: within
+        its message size limit, decompressed by gRPC): the same slots, byte budget, spool check,
+        decoding, export and acknowledgement rule as ``receive``. Raises ``Refusal``."""
+        started = time.perf_counter()
+        self.count("requests")
+        self.count("requests_grpc")
+        try:
+            if self._bearer is not None and not token_matches(bearer_of(token or ""), self._bearer):
+                raise Refusal(401, "missing or wrong bearer token")
+            if len(body) > self.max_body_bytes:
+                raise Refusal(413, f"message of {len(body)} bytes is over {self.max_body_bytes}")
+            if not self._slots.acquire(blocking=False):
+                raise Refusal(429, "too many batches in flight", retry=True)
+            try:
+                decoded, delivered = self._export_read(kind, body)
+            finally:
+                self._slots.release()
+            return self.settle(kind, decoded, delivered, started)
+        except Refusal as refusal:
+            self.count(f"requests_{refusal.status}")
+            if refusal.status >= 500 or refusal.status == 429:
+                logger.info(
+                    "otel-pg-gateway: %s request refused (%d): %s", kind, refusal.status, refusal.reason
+                )
+            raise
+
+    def _export_read(self, kind: str, body: bytes) -> tuple[Decoded, Delivered]:
+        """A body already read (the caller holds a slot): its bytes from the budget, the spool
+        check, decoding and export."""
+        if not self._budget.take(len(body)):
+            raise Refusal(429, "too many bytes in flight", retry=True)
+        try:
+            if self.spool_cannot_take(len(body) * SPOOLED_BYTES_PER_BODY_BYTE):
+                raise Refusal(503, "database down and the spool is full", retry=True)
+            return self._handle(kind, body, "identity", PROTOBUF)
+        except TooLarge as exc:
+            raise Refusal(413, str(exc)) from None
+        except BadRequest as exc:
+            raise Refusal(400, str(exc)) from None
+        finally:
+            self._budget.give(len(body))
+
+    def settle(self, kind: str, decoded: Decoded, delivered: Delivered, started: float) -> Accepted:
+        """The one acknowledgement rule, for both protocols: every item stored, spooled or set aside
+        (reported as rejected), else a retryable refusal; the counters either way."""
         unit = "spans" if kind == "traces" else "log_records"
         self.count(f"{unit}_rejected", decoded.rejected + delivered.refused)
         if not delivered.durable:
-            return self._retry_later(503, "the batch could not be stored", answer_as, kind)
+            raise Refusal(503, "the batch could not be stored", retry=True)
         if delivered.outcome is Outcome.SPOOLED:
             self.count(f"{unit}_spooled", len(decoded.items))
         self.count(f"{unit}_accepted", len(decoded.items) - delivered.refused)
         self.count("seconds", time.perf_counter() - started)
         self.count("requests_ok")
-        reason = f"refused by the database: {delivered.reason}" if delivered.refused else None
-        body_out = response_body(kind, decoded, answer_as, delivered.refused, reason)
-        return Response(body_out, media_type=answer_as)
+        return Accepted(kind, decoded, delivered)
 
     def _checked_headers(self, request: Request, content_type: str) -> int | None:
         """The token, the media type and the declared length, before anything is read; returns the
