@@ -222,3 +222,23 @@ def test_the_command_serves_both_protocols(db_dsn: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_coding_agent_sending_only_logs_over_grpc(
+    db_dsn: str, grpc_gateway: Callable[..., GrpcGateway]
+) -> None:
+    """What Claude Code does with OTEL_LOGS_EXPORTER=otlp and OTEL_EXPORTER_OTLP_PROTOCOL=grpc."""
+    from tests.sdk.test_coding_agents import _claude_code, _session
+
+    gateway = grpc_gateway(db_dsn)
+    capture = Capture("claude-code")
+    _claude_code(capture)
+    logs = OTLPLogExporter(endpoint=gateway.endpoint, insecure=True, compression=grpc.Compression.Gzip)
+    records = capture.take_logs()
+    assert logs.export(records).name == "SUCCESS"
+    assert logs.export(records).name == "SUCCESS"  # the agent's retry: stored once
+    logs.shutdown()
+    trace, spans = _session(db_dsn, "cc-session-1")
+    assert len(spans) == 5 and trace["workflow_id"] == "claude-code"
+    assert str(trace["total_cost"]) == "0.012300"
+    assert gateway.gateway.engine.stats()["coding_agent_spans"] == 10

@@ -43,6 +43,9 @@ class Counter(str, Enum):
     LOG_RECORDS = "log_records"
     LOG_RECORDS_IGNORED = "log_records_ignored"  # and one log_records_ignored_<reason> per reason
     LOG_FRAGMENTS_MERGED = "log_fragments_merged"
+    #: coding agents' log events stored as spans (Claude Code, Codex, Gemini CLI), and skipped ones
+    CODING_AGENT_SPANS = "coding_agent_spans"
+    CODING_AGENT_SKIPPED = "coding_agent_skipped"
     LOG_FRAGMENTS_DROPPED = "log_fragments_dropped"
     FORWARD_SPANS_SENT = "forward_spans_sent"
     FORWARD_SPANS_FAILED = "forward_spans_failed"

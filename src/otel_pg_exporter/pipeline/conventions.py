@@ -13,6 +13,8 @@ side is what makes the precedence between them reviewable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # --------------------------------------------------------------------------------------------------
 # span_type: the normalized vocabulary and how each convention's kind maps onto it
 # --------------------------------------------------------------------------------------------------
@@ -583,4 +585,133 @@ TRACE_METADATA_ATTRS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("session_id", SESSION_ATTRS),
     ("environment", ENVIRONMENT_ATTRS),
     ("release", RELEASE_ATTRS),
+)
+
+# --------------------------------------------------------------------------------------------------
+# coding agents that export log events and no spans (Claude Code, OpenAI Codex CLI, Gemini CLI):
+# reference genai-attributes.md §5; read by pipeline.coding_agents, which turns their records into
+# the GenAI spans these tables describe (a trace per prompt, a model call per request, a tool call
+# per tool result), so pricing, privacy and the writer treat them like any other span.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodingAgent:
+    """Where one coding agent puts each field in its log events. ``tokens``: attribute → our
+    token kind as the agent counts it; ``input_adds`` / ``output_adds``: kinds the agent's input
+    (output) count leaves out and ours includes (Claude Code's input excludes the cache, as the
+    Anthropic API does; Gemini's output excludes the thoughts it bills as output)."""
+
+    workflow: str
+    provider: str
+    session: tuple[str, ...]
+    prompt: tuple[str, ...]
+    sequence: tuple[str, ...]
+    model: tuple[str, ...]
+    tokens: dict[str, str]
+    input_adds: tuple[str, ...] = ()
+    output_adds: tuple[str, ...] = ()
+    cost: tuple[str, ...] = ()
+    duration_ms: tuple[str, ...] = ("duration_ms",)
+    user: tuple[str, ...] = ("user.email", "user.account_uuid", "user.account_id", "user.id")
+    organization: tuple[str, ...] = ("organization.id",)
+    tool_name: tuple[str, ...] = ("tool_name",)
+    tool_call_id: tuple[str, ...] = ("tool_use_id", "call_id")
+    success: tuple[str, ...] = ("success",)
+    error: tuple[str, ...] = ("error", "error.message")
+    error_type: tuple[str, ...] = ("error_type",)
+    status_code: tuple[str, ...] = ("status_code", "http.response.status_code")
+    #: content, kept only when the agent was told to export it (and then scrubbed like any)
+    prompt_text: tuple[str, ...] = ("prompt",)
+    response_text: tuple[str, ...] = ()
+    tool_input: tuple[str, ...] = ()
+    tool_output: tuple[str, ...] = ()
+    #: an event that is a model call only when this attribute has this value (Codex's SSE events)
+    call_when: tuple[str, str] | None = None
+
+
+CODING_AGENTS: dict[str, CodingAgent] = {
+    "claude_code": CodingAgent(
+        workflow="claude-code",
+        provider="anthropic",
+        session=("session.id",),
+        prompt=("prompt.id",),
+        sequence=("event.sequence",),
+        model=("model",),
+        tokens={
+            "input_tokens": "input",
+            "output_tokens": "output",
+            "cache_read_tokens": "cache_read",
+            "cache_creation_tokens": "cache_write",
+        },
+        input_adds=("cache_read", "cache_write"),
+        cost=("cost_usd",),
+        tool_input=("tool_parameters", "tool_input"),
+    ),
+    "codex": CodingAgent(
+        workflow="codex",
+        provider="openai",
+        session=("conversation.id",),
+        prompt=(),  # none: a trace per conversation
+        sequence=(),
+        model=("model", "slug"),
+        tokens={
+            "input_token_count": "input",
+            "output_token_count": "output",
+            "cached_token_count": "cache_read",
+            "cache_write_token_count": "cache_write",
+            "reasoning_token_count": "reasoning",
+        },
+        tool_input=("arguments",),
+        tool_output=("output",),
+        call_when=("event.kind", "response.completed"),
+    ),
+    "gemini_cli": CodingAgent(
+        workflow="gemini-cli",
+        provider="gcp.gemini",
+        session=("session.id",),
+        prompt=("prompt_id",),
+        sequence=(),
+        model=("model",),
+        tokens={
+            "input_token_count": "input",
+            "output_token_count": "output",
+            "cached_content_token_count": "cache_read",
+            "thoughts_token_count": "reasoning",
+            "tool_token_count": "tool_use_prompt",
+        },
+        input_adds=("tool_use_prompt",),
+        output_adds=("reasoning",),
+        tool_name=("function_name",),
+        tool_call_id=("call_id",),
+        response_text=("response_text",),
+        tool_input=("function_args",),
+    ),
+}
+
+#: Their events: full event name → (agent, what it is). A Claude Code record names itself in its
+#: body (``claude_code.api_request``) and its ``event.name`` attribute without the prefix
+#: (``api_request``); Codex and Gemini CLI put the full name in ``event.name``.
+CODING_AGENT_EVENTS: dict[str, tuple[str, str]] = {
+    "claude_code.user_prompt": ("claude_code", "prompt"),
+    "claude_code.api_request": ("claude_code", "model_call"),
+    "claude_code.api_error": ("claude_code", "model_error"),
+    "claude_code.tool_result": ("claude_code", "tool"),
+    "claude_code.tool_decision": ("claude_code", "decision"),
+    "codex.conversation_starts": ("codex", "prompt"),
+    "codex.user_prompt": ("codex", "turn"),
+    "codex.sse_event": ("codex", "model_call"),
+    "codex.api_request": ("codex", "request"),
+    "codex.tool_result": ("codex", "tool"),
+    "codex.tool_decision": ("codex", "decision"),
+    "gemini_cli.user_prompt": ("gemini_cli", "prompt"),
+    "gemini_cli.api_response": ("gemini_cli", "model_call"),
+    "gemini_cli.api_error": ("gemini_cli", "model_error"),
+    "gemini_cli.tool_call": ("gemini_cli", "tool"),
+}
+#: Attributes of theirs never kept as they are (content: the columns take it, by the content rules).
+CODING_AGENT_CONTENT_ATTRS: frozenset[str] = frozenset(
+    name
+    for agent in CODING_AGENTS.values()
+    for name in (*agent.prompt_text, *agent.response_text, *agent.tool_input, *agent.tool_output)
 )

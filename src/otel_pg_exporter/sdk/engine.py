@@ -39,8 +39,10 @@ from ..config.user_settings import (
 )
 from ..delivery import Delivered, Delivery, ExporterTelemetry, Outcome
 from ..delivery.spool import Spool
+from ..delivery.spool_codec import SpoolItem
 from ..delivery.telemetry import Counter, DropReason
 from ..errors import ConfigurationError
+from ..pipeline import coding_agents
 from ..pipeline.conventions import MODEL_CALL_TYPES
 from ..pipeline.encoding import EncodedSpan, Limits, encode_span
 from ..pipeline.ids import trace_uuid
@@ -259,16 +261,21 @@ class Engine:
         if self.delivery.closed:
             return Delivered(SpanExportResult.FAILURE, Outcome.FAILURE)
         try:
-            mapped = map_log_records(records)
             self.telemetry.add(Counter.LOG_RECORDS, len(records))
+            # coding agents' events (no spans of their own) become spans, written with the fragments
+            agents = coding_agents.split(records)
+            rows: list[SpoolItem] = self._encode(agents.spans)[0] if agents.spans else []
+            self.telemetry.add(Counter.CODING_AGENT_SPANS, len(agents.spans))
+            self.telemetry.add(Counter.CODING_AGENT_SKIPPED, agents.skipped)
+            mapped = map_log_records(agents.others)
             for reason, count in mapped.ignored.items():
                 self.telemetry.add(Counter.LOG_RECORDS_IGNORED, count)
                 self.telemetry.add(Counter.LOG_RECORDS_IGNORED, count, detail=reason)
             fragments = [protect_fragment(f, self.limits, self.settings.redact) for f in mapped.fragments]
-            fragments = [f for f in fragments if not f.is_empty() or f.omitted]
-            if not fragments:
+            rows += [f for f in fragments if not f.is_empty() or f.omitted]
+            if not rows:
                 return Delivered(SpanExportResult.SUCCESS, Outcome.EMPTY)
-            return self.delivery.deliver(list(fragments))
+            return self.delivery.deliver(rows)
         except Exception as exc:  # never raise into the SDK
             logger.warning("otel-pg-exporter: log batch not stored: %s", type(exc).__name__)
             self.telemetry.add(Counter.FAILED_BATCHES, 1)
