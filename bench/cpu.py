@@ -135,13 +135,15 @@ def pid_seconds(pid: int) -> float:
 class GatewayProcess:
     """``otel-pg-gateway`` in another process (its CPU read from ``/proc``), on a free local port."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, grpc_port: int = 0) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
+        self.grpc_port = grpc_port
+        extra = ("--grpc-port", str(grpc_port))
         code = "from otel_pg_exporter.commands.cli import gateway_main as m; raise SystemExit(m())"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "--dsn", dsn, "--port", str(self.port), "--max-inflight", "16"],
+            [sys.executable, "-c", code, "--dsn", dsn, "--port", str(self.port), "--max-inflight", "16", *extra],
             stdout=subprocess.PIPE,
             text=True,
         )

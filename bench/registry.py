@@ -40,6 +40,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "explorer_spans": 1_000_000,
         # Collector-sized requests: (spans = traces per request, requests, big bodies, MiB each)
         "burst": (20_000, 3, 6, 15),
+        # the soak: requests per sender (8 senders, 3 gateways), spans per request
+        "soak": (30, 8192),
     },
     "smoke": {
         "e2e_traces": 50,
@@ -54,6 +56,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "doctor_spans": 1000,
         "explorer_spans": 1000,
         "burst": (300, 2, 2, 1),
+        "soak": (1, 256),
     },
 }
 

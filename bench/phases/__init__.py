@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..registry import Row, Run
-from . import e2e, gateway, growth, logs, memory, read_side, retention, spooling, writer
+from . import e2e, gateway, growth, logs, memory, read_side, retention, soak, spooling, writer
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("e2e", e2e.run, e2e.render_e2e),
     Phase("gateway", gateway.run_gateway, gateway.render_gateway),
     Phase("burst", gateway.run_burst, gateway.render_burst),
+    Phase("soak", soak.run, soak.render_soak),
     Phase("spooling", spooling.run, spooling.render_spooling),
     Phase("writer", writer.run, _both(writer.render_writer, writer.render_scrub)),
     Phase("memory", memory.run, memory.render_memory),

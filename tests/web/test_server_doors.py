@@ -231,6 +231,8 @@ def test_secrets_come_from_files_and_argv_ones_are_warned_about(db_dsn: str, tmp
             "import sys; from otel_pg_exporter.commands.cli import gateway_main as m; sys.exit(m(sys.argv[1:]))",
             "--port",
             str(port),
+            "--grpc-port",
+            str(free_port()),
             "--token-file",
             str(token_file),
         ],
