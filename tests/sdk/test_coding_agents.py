@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 
 from otel_pg_exporter import PostgresLogExporter
 from otel_pg_exporter.pipeline.coding_agents import split
+from otel_pg_exporter.query.report import build_report
 from tests.helpers.support import Capture
 
 CLAUDE = {
@@ -292,6 +293,10 @@ def test_claude_code_prompt_becomes_a_trace_with_exact_cost_and_tokens(db_dsn: s
     assert trace["total_cost"] == Decimal("0.012300") and trace["total_tokens"]["cache_read"] == 18000
     assert trace["metadata"]["user"] == "dev@example.com" and trace["status"] == "completed"
     assert spans[4]["metadata"]["attributes"]["organization.id"] == "org-42"
+    # the report shows the agent's spend like any other workflow's
+    report = build_report(db_dsn, days=2)
+    (claude,) = [w for w in report["top_workflows"] if w["name"] == "claude-code"]
+    assert claude["cost"] >= Decimal("0.0123") and claude["calls"] >= 2
 
 
 def test_claude_code_without_prompt_text_stores_none(db_dsn: str, log_exporter_of) -> None:

@@ -588,10 +588,15 @@ TRACE_METADATA_ATTRS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # --------------------------------------------------------------------------------------------------
-# coding agents that export log events and no spans (Claude Code, OpenAI Codex CLI, Gemini CLI):
-# reference genai-attributes.md §5; read by pipeline.coding_agents, which turns their records into
-# the GenAI spans these tables describe (a trace per prompt, a model call per request, a tool call
-# per tool result), so pricing, privacy and the writer treat them like any other span.
+# coding agents that export log events and no spans (Claude Code, OpenAI Codex CLI, Gemini CLI), as
+# their telemetry documentation names them; read by pipeline.coding_agents, which turns their records
+# into the GenAI spans these tables describe (a trace per prompt, a model call per request, a tool
+# call per tool result), so pricing, privacy and the writer treat them like any other span.
+# Spelling traps: Claude Code puts the full name in the body and the short one in event.name
+# ("api_request"), sends many numbers as strings, and counts input without the cache; Codex and
+# Gemini CLI put the full name in event.name; Codex's usage is on codex.sse_event of kind
+# response.completed only, and it has no prompt id; Gemini's thoughts are output billed apart from
+# output_token_count, and its tool_token_count is extra prompt input.
 # --------------------------------------------------------------------------------------------------
 
 
