@@ -186,16 +186,13 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         f"{prog}: storing into {describe(dsn)}{grpc_note}; OTLP/HTTP on {url}/v1/traces and {url}/v1/logs",
         flush=True,
     )
-    try:
-        serve(
-            create_app(gateway),
-            args.host,
-            args.port,
-            token=args.token,
-            allow_hosts=args.allow_host,
-            max_connections=args.max_connections,
-        )
-    finally:
-        if grpc_server is not None:
-            grpc_server.stop(5).wait(10)
+    # on shutdown the app's lifespan closes the gateway: the gRPC server first, then the engine
+    serve(
+        create_app(gateway),
+        args.host,
+        args.port,
+        token=args.token,
+        allow_hosts=args.allow_host,
+        max_connections=args.max_connections,
+    )
     return 0

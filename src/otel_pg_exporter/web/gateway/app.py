@@ -66,6 +66,8 @@ READY_CACHE_S = 2.0
 #: What a request body may take in the spool, per byte (a generous bound: the spool stores the
 #: encoded rows, zlib-compressed, which are larger than the protobuf they came from).
 SPOOLED_BYTES_PER_BODY_BYTE = 4
+#: Seconds another transport (gRPC) is given to finish its requests when the gateway closes.
+TRANSPORT_GRACE_S = 5
 #: Migration states (``schema_status``) that mean the tables cannot take spans yet.
 NOT_READY_STATES = frozenset({"pending", "changed"})
 
@@ -180,6 +182,7 @@ class Gateway:
         self._counters: dict[str, float] = {}
         self._ready: tuple[float, bool, str] = (0.0, False, "")
         self.ready_checks = 0
+        self._transports: list[Any] = []
 
     # -- counters ----------------------------------------------------------------------------------
 
@@ -443,7 +446,14 @@ class Gateway:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
+    def attach(self, server: Any) -> None:
+        """Another transport serving this gateway (the gRPC server): stopped first on ``close``,
+        so no request arrives after the engine is gone."""
+        self._transports.append(server)
+
     def close(self) -> None:
+        for server in self._transports:
+            server.stop(TRANSPORT_GRACE_S).wait(TRANSPORT_GRACE_S * 2)
         self._workers.shutdown(wait=True)
         self._ready_worker.shutdown(wait=False)
         self.engine.release(self._engine_token)

@@ -118,4 +118,5 @@ def start_grpc(gateway: Gateway, host: str, port: int, *, workers: int | None = 
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port} for OTLP/gRPC")
     server.start()
+    gateway.attach(server)  # stopped first when the gateway closes
     return server
