@@ -81,6 +81,9 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        # a client that connects and resets before accept() would leave a blocking accept() waiting
+        # forever (and shutdown() with it); non-blocking, socketserver just tries again
+        self.server.socket.setblocking(False)
         self.server.requests = []  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
