@@ -22,7 +22,6 @@ SPANS_OF_TRACE = "SELECT * FROM {spans} WHERE trace_id = %(id)s ORDER BY started
 SPAN = "SELECT * FROM {spans} WHERE span_id = %(id)s"
 SPAN_LINKS_OF_TRACE = "SELECT span_id, parent_span_id, started_at FROM spans WHERE trace_id = %(id)s"
 SPANS_BY_ID = "SELECT * FROM {spans} WHERE span_id = ANY(%(ids)s)"
-SPAN_TRACE = "SELECT trace_id FROM spans WHERE span_id = %(id)s"
 #: Migration 009 is installed and this role may read it (a reader role without the grant reads spans).
 HAS_ANNOTATIONS = """SELECT to_regclass('otel_annotations') IS NOT NULL
        AND to_regclass('spans_annotated') IS NOT NULL

@@ -573,13 +573,12 @@ class TraceStore:
         with self._read(write=True) as cur:
             if not self._annotated(cur):
                 raise TraceStoreError("annotations need migration 009: run otel-pg-install-schema")
-            if annotation.target.kind is TargetKind.SPAN and annotation.target.trace_id is None:
-                cur.execute(statements.SPAN_TRACE, {"id": annotation.target.span_id})
-                row = cur.fetchone()
-                if row is None:
+            target = annotation.target
+            if target.kind is TargetKind.SPAN and target.trace_id is None and target.span_id is not None:
+                found = stored_target(cur, target.span_id)
+                if found is None or found.kind is not TargetKind.SPAN:
                     raise TraceStoreNotFound("no such span (or not visible to you)")
-                target = dataclasses.replace(annotation.target, trace_id=row["trace_id"])
-                annotation = dataclasses.replace(annotation, target=target)
+                annotation = dataclasses.replace(annotation, target=found)
             try:
                 upsert_annotations(cur, rows_json([annotation.row()]))
             except psycopg.errors.InsufficientPrivilege:

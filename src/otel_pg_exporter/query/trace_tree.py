@@ -53,6 +53,12 @@ class SpanNode:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def annotations(self) -> list[Any]:
+        """The span's judgements, as ``spans_annotated`` merges them into ``evaluation``."""
+        found = self.evaluation.get("annotations") if isinstance(self.evaluation, dict) else None
+        return found if isinstance(found, list) else []
+
     def walk(self) -> Iterator[SpanNode]:
         """This span and its descendants, depth first (iteratively: a deep tree is no recursion)."""
         stack = [self]

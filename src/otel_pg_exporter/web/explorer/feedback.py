@@ -33,17 +33,13 @@ from ...pipeline.annotations import (
     Target,
     TargetKind,
 )
-from ...query.trace_store import TraceStore, TraceStoreError
+from ...query.trace_store import TraceStore, TraceStoreError, TraceStoreForbidden
 
 CSRF_COOKIE = "otel_pg_csrf"
 CSRF_FIELD = "csrf"
 #: A feedback form's body at most (a comment of 20,000 characters, URL-encoded, fits).
 MAX_FORM_BYTES = 128 * 1024
 DEFAULT_NAME = "review"
-
-
-class Forbidden(TraceStoreError):
-    status = 403
 
 
 class TooLarge(TraceStoreError):
@@ -161,17 +157,16 @@ async def annotate(request: Request) -> Response:
     """``POST /annotate``: check the switch, the origin and the CSRF token, write, redirect."""
     feedback: Feedback | None = request.app.state.feedback
     if feedback is None:
-        raise Forbidden("this explorer is read-only: start it with --allow-annotations to judge traces")
+        raise TraceStoreForbidden(
+            "this explorer is read-only: start it with --allow-annotations to judge traces"
+        )
     if not _same_origin(request):
-        raise Forbidden("cross-site form refused")
+        raise TraceStoreForbidden("cross-site form refused")
     form = await _form(request)
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie.encode(), form.get(CSRF_FIELD, "").encode()):
-        raise Forbidden("missing or stale form token: reload the page and submit again")
-    try:
-        judgements = annotations_of(form, feedback.annotator)
-    except (AnnotationError, ValueError) as exc:
-        raise TraceStoreError(str(exc)) from None
-    for judgement in judgements:
+        raise TraceStoreForbidden("missing or stale form token: reload the page and submit again")
+    # bad input (an AnnotationError, a ValueError) is the app's 400, with its message
+    for judgement in annotations_of(form, feedback.annotator):
         await run_in_threadpool(feedback.store.annotate, judgement)
     return RedirectResponse(_local_path(form.get("next", "/")), status_code=303)

@@ -207,9 +207,13 @@ class Gateway:
         return self._bearer is not None
 
     def authorized(self, request: Request) -> bool:
+        return self.authorized_by(request.headers.get("authorization"))
+
+    def authorized_by(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` value (HTTP header, gRPC metadata) carries the token."""
         if self._bearer is None:
             return True
-        return token_matches(bearer_of(request.headers.get("authorization", "")), self._bearer)
+        return token_matches(bearer_of(authorization or ""), self._bearer)
 
     def spool_cannot_take(self, size: int) -> bool:
         """While the database is down a batch goes to the spool: refuse when it would not fit (the
@@ -330,7 +334,7 @@ class Gateway:
         self.count("requests")
         self.count("requests_grpc")
         try:
-            if self._bearer is not None and not token_matches(bearer_of(token or ""), self._bearer):
+            if not self.authorized_by(token):
                 raise Refusal(401, "missing or wrong bearer token")
             if len(body) > self.max_body_bytes:
                 raise Refusal(413, f"message of {len(body)} bytes is over {self.max_body_bytes}")
@@ -342,11 +346,7 @@ class Gateway:
                 self._slots.release()
             return self.settle(kind, decoded, delivered, started)
         except Refusal as refusal:
-            self.count(f"requests_{refusal.status}")
-            if refusal.status >= 500 or refusal.status == 429:
-                logger.info(
-                    "otel-pg-gateway: %s request refused (%d): %s", kind, refusal.status, refusal.reason
-                )
+            self._note_refusal(kind, refusal.status, refusal.reason)
             raise
 
     def _export_read(self, kind: str, body: bytes) -> tuple[Decoded, Delivered]:
@@ -435,10 +435,14 @@ class Gateway:
             return self.engine.export_logs(decoded.items)
         return self.engine.export_spans(decoded.items)
 
-    def _refuse(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
+    def _note_refusal(self, kind: str, status: int, reason: str) -> None:
+        """A refused request, whatever the protocol: counted by status, logged when retryable."""
         if status >= 500 or status == 429:
             logger.info("otel-pg-gateway: %s request answered %d: %s", kind, status, reason)
         self.count(f"requests_{status}")
+
+    def _refuse(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
+        self._note_refusal(kind, status, reason)
         return _status_response(status, reason, answer_as)
 
     def _retry_later(self, status: int, reason: str, answer_as: str, kind: str) -> Response:
